@@ -1,0 +1,53 @@
+"""Tunables of the TCP core, with the defaults Linux uses where an RFC leaves a choice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class TcpConfig:
+    # Segment sizes. mss is what we announce; the interface MTU bounds it (RFC 9293 §3.7.1).
+    mss: int = 1460
+    min_mss: int = 536  # floor for the peer's announced MSS (CVE-2019-11479)
+
+    # Buffers (bytes). The receive buffer bounds the advertised window and the
+    # out-of-order queue; the send buffer bound is enforced by the transport.
+    rcv_buf: int = 256 * 1024
+    max_ooo_segments: int = 256  # TCP-CHECKLIST 15
+
+    # Options offered in our SYN / SYN-ACK.
+    window_scaling: bool = True
+    sack: bool = True
+    timestamps: bool = True
+
+    # Nagle (RFC 9293 §3.7.4); asyncio's transports set TCP_NODELAY, so do we.
+    nodelay: bool = True
+    # Delayed ACK (RFC 9293 §3.8.6.3; RFC 1122 4.2.3.2): bound on the delay in seconds.
+    delayed_ack: float = 0.04
+
+    # Retransmission timer (RFC 6298). Linux's floor of 200 ms rather than the RFC's 1 s.
+    rto_initial: float = 1.0
+    rto_min: float = 0.2
+    rto_max: float = 60.0
+    max_retransmits: int = 15  # then the connection fails with TimeoutError
+    syn_retries: int = 6
+
+    # TIME-WAIT lasts 2*MSL (RFC 9293 §3.4.2).
+    msl: float = 30.0
+
+    # Keepalive (RFC 9293 §3.8.4, RFC 1122 4.2.3.6): off unless idle is set.
+    keepalive_idle: float | None = None
+    keepalive_interval: float = 75.0
+    keepalive_probes: int = 9
+
+    # Persist timer bound for zero-window probes (RFC 9293 §3.8.6.1).
+    persist_max: float = 60.0
+
+    # Congestion control: "cubic" or "newreno" (aioxdp.tcp.congestion).
+    congestion: str = "cubic"
+    initial_window_segments: int = 10  # RFC 6928
+
+    # Connection table limits (TCP-CHECKLIST 23, 24).
+    max_connections: int = 65536
+    syn_backlog: int = 1024

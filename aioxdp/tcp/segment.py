@@ -1,0 +1,89 @@
+"""A TCP segment as the core sees it: header fields, options and payload.
+
+The core never sees bytes on the wire: ``wire.py`` (and the C fast path in
+``aioxdp._xsk``) turn frames into ``Segment`` objects and back. Addresses are
+packed ``bytes`` (4 for IPv4, 16 for IPv6) because they hash and compare fast
+and convert to text only when an application asks.
+"""
+
+from __future__ import annotations
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+_FLAG_NAMES = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
+               (ECE, "E"), (CWR, "W"))
+
+
+class Segment:
+    """One TCP segment; ``window`` is the raw 16-bit field (not scaled).
+
+    Options are decoded into attributes: ``mss`` and ``wscale`` (None when
+    absent), ``sack_permitted``, ``sack`` (a tuple of (left, right) edges) and
+    ``ts`` ((TSval, TSecr) or None). ``payload`` is bytes-like.
+    """
+
+    __slots__ = ("src", "dst", "sport", "dport", "seq", "ack", "flags", "window",
+                 "payload", "urgent", "mss", "wscale", "sack_permitted", "sack", "ts")
+
+    def __init__(
+        self,
+        src: bytes,
+        dst: bytes,
+        sport: int,
+        dport: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        payload: bytes | memoryview = b"",
+        *,
+        urgent: int = 0,
+        mss: int | None = None,
+        wscale: int | None = None,
+        sack_permitted: bool = False,
+        sack: tuple[tuple[int, int], ...] = (),
+        ts: tuple[int, int] | None = None,
+    ) -> None:
+        self.src = src
+        self.dst = dst
+        self.sport = sport
+        self.dport = dport
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.window = window
+        self.payload = payload
+        self.urgent = urgent
+        self.mss = mss
+        self.wscale = wscale
+        self.sack_permitted = sack_permitted
+        self.sack = sack
+        self.ts = ts
+
+    @property
+    def seg_len(self) -> int:
+        """SEG.LEN: payload octets plus one for each of SYN and FIN (RFC 9293 §3.4)."""
+        return len(self.payload) + (self.flags & SYN and 1) + (self.flags & FIN and 1)
+
+    def __repr__(self) -> str:
+        flags = "".join(name for bit, name in _FLAG_NAMES if self.flags & bit) or "-"
+        opts = []
+        if self.mss is not None:
+            opts.append(f"mss={self.mss}")
+        if self.wscale is not None:
+            opts.append(f"ws={self.wscale}")
+        if self.sack_permitted:
+            opts.append("sackOK")
+        if self.sack:
+            opts.append("sack=" + ",".join(f"{a}-{b}" for a, b in self.sack))
+        if self.ts is not None:
+            opts.append(f"ts={self.ts[0]}/{self.ts[1]}")
+        return (f"<Segment {self.sport}->{self.dport} [{flags}] seq={self.seq} ack={self.ack} "
+                f"win={self.window} len={len(self.payload)}{' ' if opts else ''}{' '.join(opts)}>")

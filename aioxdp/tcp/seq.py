@@ -1,0 +1,48 @@
+"""Sequence-number arithmetic modulo 2**32 (RFC 9293 §3.4).
+
+Every comparison of sequence numbers in the core goes through these helpers,
+so wrap-around is handled in exactly one place (TCP-CHECKLIST 13).
+"""
+
+MOD = 1 << 32
+MASK = MOD - 1
+HALF = 1 << 31
+
+
+def add(a: int, n: int) -> int:
+    """a + n modulo 2**32."""
+    return (a + n) & MASK
+
+
+def sub(a: int, b: int) -> int:
+    """The signed distance a - b, in [-2**31, 2**31)."""
+    return ((a - b + HALF) & MASK) - HALF
+
+
+def lt(a: int, b: int) -> bool:
+    return ((a - b) & MASK) >= HALF
+
+
+def le(a: int, b: int) -> bool:
+    return a == b or ((a - b) & MASK) >= HALF
+
+
+def gt(a: int, b: int) -> bool:
+    return lt(b, a)
+
+
+def ge(a: int, b: int) -> bool:
+    return le(b, a)
+
+
+def between(low: int, x: int, high: int) -> bool:
+    """low <= x < high, modulo 2**32 (an empty range when low == high)."""
+    return ((x - low) & MASK) < ((high - low) & MASK)
+
+
+def max_seq(a: int, b: int) -> int:
+    return b if lt(a, b) else a
+
+
+def min_seq(a: int, b: int) -> int:
+    return a if lt(a, b) else b
