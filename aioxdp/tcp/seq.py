@@ -15,24 +15,30 @@ def add(a: int, n: int) -> int:
 
 
 def sub(a: int, b: int) -> int:
-    """The signed distance a - b, in [-2**31, 2**31)."""
+    """The signed distance a - b, in [-2**31, 2**31) (-2**31 is the undefined half-way point)."""
     return ((a - b + HALF) & MASK) - HALF
 
 
 def lt(a: int, b: int) -> bool:
-    return ((a - b) & MASK) >= HALF
+    """a before b: b lies 1 .. 2**31 - 1 ahead of a.
+
+    Exactly half-way round (2**31 apart) is undefined (RFC 1982 §3.2); it
+    compares as neither before nor after, so every ordering check fails
+    closed instead of both ``lt(a, b)`` and ``lt(b, a)`` holding.
+    """
+    return 0 < ((b - a) & MASK) < HALF
 
 
 def le(a: int, b: int) -> bool:
-    return a == b or ((a - b) & MASK) >= HALF
+    return ((b - a) & MASK) < HALF
 
 
 def gt(a: int, b: int) -> bool:
-    return lt(b, a)
+    return 0 < ((a - b) & MASK) < HALF
 
 
 def ge(a: int, b: int) -> bool:
-    return le(b, a)
+    return ((a - b) & MASK) < HALF
 
 
 def between(low: int, x: int, high: int) -> bool:

@@ -1,0 +1,129 @@
+"""cffi API-mode build of ``aioxdp._xsk._xsk``: every ``cdef`` in one place.
+
+The C side (xsk.c, csum.h) is compiled into the extension and linked with
+libxdp and libbpf. Structs and enums shared with the XDP program come from
+bpf/aioxdp_common.h and are mirrored here; the ``...;`` forms let cffi take
+the real layout and values from the compiled headers, so a mismatch fails at
+build time rather than corrupting a map.
+"""
+
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+BPF_DIR = HERE.parent.parent / "bpf"
+
+CDEF = """
+/* bpf/aioxdp_common.h */
+#define AIOXDP_FAMILY_IPV4 ...
+#define AIOXDP_FAMILY_IPV6 ...
+#define AIOXDP_MAX_QUEUES ...
+enum aioxdp_counter {
+    AIOXDP_CNT_PASS_NOT_IP,
+    AIOXDP_CNT_PASS_NOT_TCP,
+    AIOXDP_CNT_PASS_FRAGMENT,
+    AIOXDP_CNT_PASS_NOT_OURS,
+    AIOXDP_CNT_REDIRECTED,
+    AIOXDP_CNT_REDIRECT_NO_SOCKET,
+    AIOXDP_CNT_DROP_MALFORMED,
+    AIOXDP_CNT_MAX,
+};
+struct aioxdp_endpoint {
+    uint8_t addr[16];
+    uint16_t port;
+    uint8_t family;
+    uint8_t pad;
+};
+struct aioxdp_port_range {
+    uint16_t lo;
+    uint16_t hi;
+};
+
+/* linux/if_xdp.h bind flags */
+#define XDP_COPY ...
+#define XDP_ZEROCOPY ...
+#define XDP_USE_NEED_WAKEUP ...
+
+/* libbpf map access (bpf/bpf.h) */
+int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags);
+int bpf_map_delete_elem(int fd, const void *key);
+
+/* xsk.c: XDP program */
+struct axp_prog {
+    int link_fd;
+    int xsks_map_fd;
+    int listeners_fd;
+    int local_addrs_fd;
+    int port_range_fd;
+    int counters_fd;
+    ...;
+};
+int axp_load(struct axp_prog *p, const char *path, int ifindex, int native, int dispatcher);
+void axp_close(struct axp_prog *p);
+int axp_counters(const struct axp_prog *p, uint64_t *out);
+
+/* xsk.c: AF_XDP socket */
+struct axsk_config {
+    uint32_t num_frames;
+    uint32_t frame_size;
+    uint32_t rx_size;
+    uint32_t tx_size;
+    uint32_t fill_size;
+    uint32_t comp_size;
+    uint16_t bind_flags;
+};
+struct axsk_stats {
+    uint64_t rx;
+    uint64_t tx;
+    uint64_t rx_dropped_checksum;
+    uint64_t rx_dropped_malformed;
+    uint64_t rx_kicks;
+    uint64_t tx_kicks;
+    uint32_t free_frames;
+    uint32_t held_frames;
+    uint32_t tx_outstanding;
+    uint32_t fill_ring;
+    uint32_t rx_ring;
+    uint32_t tx_ring;
+    uint32_t comp_ring;
+    uint64_t rx_dropped;
+    uint64_t rx_invalid_descs;
+    uint64_t rx_ring_full;
+    uint64_t rx_fill_ring_empty_descs;
+    uint64_t tx_invalid_descs;
+    uint64_t tx_ring_empty_descs;
+};
+struct axsk;
+int axsk_create(struct axsk **out, const char *ifname, uint32_t queue_id, void *area,
+                const struct axsk_config *cfg);
+void axsk_delete(struct axsk *s);
+int axsk_fd(const struct axsk *s);
+int axsk_zerocopy(const struct axsk *s);
+void axsk_release(struct axsk *s);
+uint32_t axsk_recv(struct axsk *s, uint32_t max, uint64_t *spans);
+int64_t axsk_send(struct axsk *s, const uint8_t *buf, uint64_t buflen, const void *lens,
+                  int width, uint32_t n);
+uint32_t axsk_flush(struct axsk *s);
+void axsk_stats(const struct axsk *s, struct axsk_stats *out);
+
+/* csum.h */
+enum axc_verdict { AXC_OK, AXC_BAD_CHECKSUM, AXC_MALFORMED };
+uint16_t axc_checksum(const uint8_t *p, uint64_t len);
+int axc_verify(const uint8_t *f, uint32_t len);
+void axc_fill(uint8_t *f, uint32_t len);
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "aioxdp._xsk._xsk",
+    '#include "xsk.c"',
+    include_dirs=[str(HERE), str(BPF_DIR)],
+    libraries=["xdp", "bpf"],
+    extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
+    depends=[str(HERE / "xsk.c"), str(HERE / "csum.h"), str(BPF_DIR / "aioxdp_common.h")],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

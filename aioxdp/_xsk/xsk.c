@@ -1,0 +1,516 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * C half of aioxdp._xsk: everything that touches the AF_XDP rings, plus
+ * loading and attaching the XDP program.
+ *
+ * The libxdp ring helpers are inline header code with memory barriers, so
+ * only compiled code may call them; and every call from Python moves a whole
+ * batch (recv: up to the RX ring's size, send: as many frames as it gets),
+ * because a Python->C call costs about as much as handling one frame in C.
+ *
+ * Frame ownership. Every UMEM frame is in exactly one place: the free list
+ * (owned here), the fill ring or the kernel's receive path, the RX ring, the
+ * `held` list (handed to Python by the last recv), the TX ring or the
+ * completion ring. Frames come back to the free list from `held` (next recv
+ * or release), from the completion ring (reclaim), and from frames dropped
+ * here for a bad checksum; the free list tops up the fill ring and feeds TX.
+ * Not thread-safe: one thread owns a socket.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/if_link.h>
+#include <xdp/libxdp.h>
+#include <xdp/xsk.h>
+
+#include "aioxdp_common.h"
+#include "csum.h"
+
+#ifndef SOL_XDP
+#define SOL_XDP 283
+#endif
+
+/* ---- XDP program ------------------------------------------------------ */
+
+struct axp_prog {
+	struct bpf_object *obj; /* owned only in link mode */
+	struct xdp_program *xprog; /* dispatcher mode */
+	int link_fd; /* link mode: the attachment lives as long as this fd */
+	int ifindex;
+	int native;
+	int xsks_map_fd;
+	int listeners_fd;
+	int local_addrs_fd;
+	int port_range_fd;
+	int counters_fd;
+};
+
+static int axp_find_maps(struct axp_prog *p, struct bpf_object *obj)
+{
+	p->xsks_map_fd = bpf_object__find_map_fd_by_name(obj, "xsks_map");
+	p->listeners_fd = bpf_object__find_map_fd_by_name(obj, "listeners");
+	p->local_addrs_fd = bpf_object__find_map_fd_by_name(obj, "local_addrs");
+	p->port_range_fd = bpf_object__find_map_fd_by_name(obj, "port_range");
+	p->counters_fd = bpf_object__find_map_fd_by_name(obj, "counters");
+	if (p->xsks_map_fd < 0 || p->listeners_fd < 0 || p->local_addrs_fd < 0 ||
+	    p->port_range_fd < 0 || p->counters_fd < 0)
+		return -ENOENT;
+	return 0;
+}
+
+/* A bpf_link (not netlink attach): the kernel detaches the program when the
+ * last fd of the link closes, so a crashed or killed process leaves nothing
+ * behind. bpf_link_create rather than bpf_program__attach_xdp because only
+ * the former lets us choose SKB or driver mode. */
+static int axp_attach_link(struct axp_prog *p, const char *path)
+{
+	LIBBPF_OPTS(bpf_link_create_opts, opts,
+		    .flags = p->native ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE);
+	struct bpf_program *prog;
+	int err;
+
+	p->obj = bpf_object__open_file(path, NULL);
+	err = (int)libbpf_get_error(p->obj);
+	if (err) {
+		p->obj = NULL;
+		return err;
+	}
+	err = bpf_object__load(p->obj);
+	if (err)
+		return err;
+	prog = bpf_object__find_program_by_name(p->obj, "aioxdp_redirect");
+	if (!prog)
+		return -ENOENT;
+	err = axp_find_maps(p, p->obj);
+	if (err)
+		return err;
+	p->link_fd = bpf_link_create(bpf_program__fd(prog), p->ifindex, BPF_XDP, &opts);
+	return p->link_fd < 0 ? p->link_fd : 0;
+}
+
+/* libxdp's dispatcher: several XDP programs can share the interface, and
+ * the attachment is pinned in bpffs, so it outlives this process. */
+static int axp_attach_dispatcher(struct axp_prog *p, const char *path)
+{
+	int err;
+
+	p->xprog = xdp_program__open_file(path, "xdp", NULL);
+	err = (int)libxdp_get_error(p->xprog);
+	if (err) {
+		p->xprog = NULL;
+		return err;
+	}
+	err = xdp_program__attach(p->xprog, p->ifindex,
+				  p->native ? XDP_MODE_NATIVE : XDP_MODE_SKB, 0);
+	if (err) {
+		xdp_program__close(p->xprog);
+		p->xprog = NULL;
+		return err;
+	}
+	return axp_find_maps(p, xdp_program__bpf_obj(p->xprog));
+}
+
+void axp_close(struct axp_prog *p)
+{
+	if (p->link_fd >= 0)
+		close(p->link_fd);
+	p->link_fd = -1;
+	if (p->xprog) {
+		xdp_program__detach(p->xprog, p->ifindex,
+				    p->native ? XDP_MODE_NATIVE : XDP_MODE_SKB, 0);
+		xdp_program__close(p->xprog);
+		p->xprog = NULL;
+	}
+	if (p->obj)
+		bpf_object__close(p->obj);
+	p->obj = NULL;
+}
+
+/* Returns 0 or a negative errno; on failure nothing stays attached. */
+int axp_load(struct axp_prog *p, const char *path, int ifindex, int native, int dispatcher)
+{
+	int err;
+
+	memset(p, 0, sizeof(*p));
+	p->link_fd = -1;
+	p->ifindex = ifindex;
+	p->native = native;
+	err = dispatcher ? axp_attach_dispatcher(p, path) : axp_attach_link(p, path);
+	if (err)
+		axp_close(p);
+	return err;
+}
+
+/* Sums the per-CPU counters into out[AIOXDP_CNT_MAX]. */
+int axp_counters(const struct axp_prog *p, uint64_t *out)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t *percpu;
+	uint32_t key;
+	int err = 0;
+
+	if (ncpu <= 0)
+		return ncpu ? ncpu : -EINVAL;
+	percpu = calloc((size_t)ncpu, sizeof(*percpu));
+	if (!percpu)
+		return -ENOMEM;
+	for (key = 0; key < AIOXDP_CNT_MAX; key++) {
+		err = bpf_map_lookup_elem(p->counters_fd, &key, percpu);
+		if (err)
+			break;
+		out[key] = 0;
+		for (int cpu = 0; cpu < ncpu; cpu++)
+			out[key] += percpu[cpu];
+	}
+	free(percpu);
+	return err;
+}
+
+/* ---- AF_XDP socket ------------------------------------------------------ */
+
+struct axsk_config {
+	uint32_t num_frames;
+	uint32_t frame_size; /* power of two, 2048 .. page size */
+	uint32_t rx_size;
+	uint32_t tx_size;
+	uint32_t fill_size;
+	uint32_t comp_size;
+	uint16_t bind_flags; /* XDP_COPY / XDP_ZEROCOPY / XDP_USE_NEED_WAKEUP */
+};
+
+struct axsk_stats {
+	uint64_t rx;
+	uint64_t tx;
+	uint64_t rx_dropped_checksum;
+	uint64_t rx_dropped_malformed;
+	uint64_t rx_kicks;
+	uint64_t tx_kicks;
+	uint32_t free_frames;
+	uint32_t held_frames;
+	uint32_t tx_outstanding; /* in the TX or completion ring */
+	uint32_t fill_ring; /* entries the kernel has not taken yet */
+	uint32_t rx_ring;
+	uint32_t tx_ring;
+	uint32_t comp_ring;
+	/* getsockopt(XDP_STATISTICS) */
+	uint64_t rx_dropped;
+	uint64_t rx_invalid_descs;
+	uint64_t rx_ring_full;
+	uint64_t rx_fill_ring_empty_descs;
+	uint64_t tx_invalid_descs;
+	uint64_t tx_ring_empty_descs;
+};
+
+struct axsk {
+	struct xsk_ring_prod fill;
+	struct xsk_ring_cons comp;
+	struct xsk_ring_cons rx;
+	struct xsk_ring_prod tx;
+	struct xsk_umem *umem;
+	struct xsk_socket *xsk;
+	uint8_t *area;
+	uint64_t frame_mask; /* clears the offset inside a frame */
+	uint32_t frame_size;
+	uint32_t num_frames;
+	uint32_t fill_size;
+	uint32_t fill_target; /* frames kept in the fill ring */
+	uint32_t comp_size;
+	uint32_t held_cap;
+	uint64_t *free; /* stack of frame addresses */
+	uint32_t nfree;
+	uint64_t *held;
+	uint32_t nheld;
+	uint32_t tx_outstanding;
+	int fd;
+	int need_wakeup;
+	struct axsk_stats cnt; /* only the counters are kept up to date */
+};
+
+static uint32_t ring_level(const uint32_t *producer, const uint32_t *consumer)
+{
+	return __atomic_load_n(producer, __ATOMIC_ACQUIRE) -
+	       __atomic_load_n(consumer, __ATOMIC_ACQUIRE);
+}
+
+static void refill(struct axsk *s)
+{
+	uint32_t queued = s->fill_size - xsk_prod_nb_free(&s->fill, s->fill_size);
+	uint32_t n, idx;
+
+	if (queued >= s->fill_target)
+		return;
+	n = s->fill_target - queued;
+	if (n > s->nfree)
+		n = s->nfree;
+	if (!n || xsk_ring_prod__reserve(&s->fill, n, &idx) != n)
+		return;
+	for (uint32_t i = 0; i < n; i++)
+		*xsk_ring_prod__fill_addr(&s->fill, idx + i) = s->free[--s->nfree];
+	xsk_ring_prod__submit(&s->fill, n);
+}
+
+static void reclaim(struct axsk *s)
+{
+	uint32_t idx, n = xsk_ring_cons__peek(&s->comp, s->comp_size, &idx);
+
+	for (uint32_t i = 0; i < n; i++)
+		s->free[s->nfree++] = *xsk_ring_cons__comp_addr(&s->comp, idx + i) & s->frame_mask;
+	if (n)
+		xsk_ring_cons__release(&s->comp, n);
+	s->tx_outstanding -= n;
+}
+
+/* Copy mode transmits inside sendto(), at most a small batch per call
+ * (-EAGAIN when more is left), so kick until the TX ring is drained; EBUSY
+ * or ENOBUFS leave the rest for the next send() or flush(). */
+static void kick_tx(struct axsk *s)
+{
+	uint32_t bound = s->tx.size / 16 + 2;
+
+	while (bound-- && ring_level(s->tx.producer, s->tx.consumer)) {
+		if (s->need_wakeup && !xsk_ring_prod__needs_wakeup(&s->tx))
+			break;
+		s->cnt.tx_kicks++;
+		if (sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN)
+			break;
+		reclaim(s);
+	}
+	reclaim(s);
+}
+
+void axsk_delete(struct axsk *s)
+{
+	if (!s)
+		return;
+	if (s->xsk)
+		xsk_socket__delete(s->xsk);
+	if (s->umem)
+		xsk_umem__delete(s->umem);
+	free(s->free);
+	free(s->held);
+	free(s);
+}
+
+/* `area` is page-aligned memory of num_frames * frame_size bytes that the
+ * caller keeps alive longer than the socket. Returns 0 or a negative errno;
+ * on failure nothing is left open. */
+int axsk_create(struct axsk **out, const char *ifname, uint32_t queue_id, void *area,
+		const struct axsk_config *cfg)
+{
+	struct xsk_umem_config ucfg = {
+		.fill_size = cfg->fill_size,
+		.comp_size = cfg->comp_size,
+		.frame_size = cfg->frame_size,
+		.frame_headroom = 0,
+		.flags = 0,
+	};
+	struct xsk_socket_config scfg = {
+		.rx_size = cfg->rx_size,
+		.tx_size = cfg->tx_size,
+		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+		.xdp_flags = 0,
+		.bind_flags = cfg->bind_flags,
+	};
+	struct axsk *s = calloc(1, sizeof(*s));
+	int err;
+
+	*out = NULL;
+	if (!s)
+		return -ENOMEM;
+	s->area = area;
+	s->frame_size = cfg->frame_size;
+	s->frame_mask = ~(uint64_t)(cfg->frame_size - 1);
+	s->num_frames = cfg->num_frames;
+	s->fill_size = cfg->fill_size;
+	s->comp_size = cfg->comp_size;
+	s->fill_target = cfg->fill_size < cfg->num_frames / 2 ? cfg->fill_size : cfg->num_frames / 2;
+	s->held_cap = cfg->rx_size;
+	s->need_wakeup = !!(cfg->bind_flags & XDP_USE_NEED_WAKEUP);
+	s->free = calloc(cfg->num_frames, sizeof(*s->free));
+	s->held = calloc(cfg->rx_size, sizeof(*s->held));
+	if (!s->free || !s->held) {
+		axsk_delete(s);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < cfg->num_frames; i++)
+		s->free[s->nfree++] = (uint64_t)(cfg->num_frames - 1 - i) * cfg->frame_size;
+
+	err = xsk_umem__create(&s->umem, area, (uint64_t)cfg->num_frames * cfg->frame_size,
+			       &s->fill, &s->comp, &ucfg);
+	if (!err)
+		err = xsk_socket__create(&s->xsk, ifname, queue_id, s->umem, &s->rx, &s->tx, &scfg);
+	if (err) {
+		axsk_delete(s);
+		return err < 0 ? err : -err;
+	}
+	s->fd = xsk_socket__fd(s->xsk);
+	refill(s);
+	*out = s;
+	return 0;
+}
+
+int axsk_fd(const struct axsk *s)
+{
+	return s->fd;
+}
+
+/* 1 when the kernel bound the socket in zero-copy mode, 0 for copy mode. */
+int axsk_zerocopy(const struct axsk *s)
+{
+	struct xdp_options opts = {0};
+	socklen_t len = sizeof(opts);
+
+	if (getsockopt(s->fd, SOL_XDP, XDP_OPTIONS, &opts, &len) < 0)
+		return -errno;
+	return !!(opts.flags & XDP_OPTIONS_ZEROCOPY);
+}
+
+/* Gives the frames of the last recv back to the fill ring. */
+void axsk_release(struct axsk *s)
+{
+	memcpy(s->free + s->nfree, s->held, s->nheld * sizeof(*s->held));
+	s->nfree += s->nheld;
+	s->nheld = 0;
+	refill(s);
+}
+
+/* Releases the previous batch, then takes up to `max` frames from the RX
+ * ring. Frames with a bad IPv4 header, TCP or UDP checksum, or with headers
+ * longer than the frame, are dropped and counted; the others are described
+ * by [spans[2i], spans[2i+1]) offsets into the UMEM and stay held until the
+ * next recv or release. Returns the number of frames delivered. */
+uint32_t axsk_recv(struct axsk *s, uint32_t max, uint64_t *spans)
+{
+	uint32_t idx, n, got = 0;
+
+	axsk_release(s);
+	if (max > s->held_cap)
+		max = s->held_cap;
+	n = xsk_ring_cons__peek(&s->rx, max, &idx);
+	for (uint32_t i = 0; i < n; i++) {
+		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, idx + i);
+		uint64_t base = d->addr & s->frame_mask;
+
+		switch (axc_verify(s->area + d->addr, d->len)) {
+		case AXC_OK:
+			s->held[s->nheld++] = base;
+			spans[2 * got] = d->addr;
+			spans[2 * got + 1] = d->addr + d->len;
+			got++;
+			continue;
+		case AXC_BAD_CHECKSUM:
+			s->cnt.rx_dropped_checksum++;
+			break;
+		default:
+			s->cnt.rx_dropped_malformed++;
+		}
+		s->free[s->nfree++] = base;
+	}
+	if (n) {
+		xsk_ring_cons__release(&s->rx, n);
+		refill(s);
+	}
+	if (s->need_wakeup && xsk_ring_prod__needs_wakeup(&s->fill)) {
+		/* the driver found the fill ring empty and waits to be told it
+		 * is not any more (zero-copy drivers; copy mode never asks) */
+		s->cnt.rx_kicks++;
+		recvfrom(s->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	}
+	s->cnt.rx += got;
+	return got;
+}
+
+static uint32_t length_at(const void *lens, int width, uint32_t i)
+{
+	return width == 2 ? ((const uint16_t *)lens)[i] : ((const uint32_t *)lens)[i];
+}
+
+/* Queues frames laid end to end in `buf` (lengths in `lens`, 16- or 32-bit
+ * per `width`), filling in their IPv4 header and TCP/UDP checksums. Takes
+ * as many as there are free frames and TX slots, kicks the kernel, and
+ * returns how many were queued, or -EINVAL (nothing queued) when a length
+ * is 0 or above the frame size or the lengths overrun the buffer. */
+int64_t axsk_send(struct axsk *s, const uint8_t *buf, uint64_t buflen, const void *lens,
+		  int width, uint32_t n)
+{
+	uint64_t total = 0, off = 0;
+	uint32_t idx, k, slots;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t len = length_at(lens, width, i);
+
+		if (len == 0 || len > s->frame_size)
+			return -EINVAL;
+		total += len;
+	}
+	if (total > buflen)
+		return -EINVAL;
+	reclaim(s);
+	k = n < s->nfree ? n : s->nfree;
+	slots = xsk_prod_nb_free(&s->tx, k);
+	if (slots < k)
+		k = slots;
+	if (k && xsk_ring_prod__reserve(&s->tx, k, &idx) == k) {
+		for (uint32_t i = 0; i < k; i++) {
+			struct xdp_desc *d = xsk_ring_prod__tx_desc(&s->tx, idx + i);
+			uint32_t len = length_at(lens, width, i);
+			uint64_t addr = s->free[--s->nfree];
+
+			memcpy(s->area + addr, buf + off, len);
+			axc_fill(s->area + addr, len);
+			d->addr = addr;
+			d->len = len;
+			d->options = 0;
+			off += len;
+		}
+		xsk_ring_prod__submit(&s->tx, k);
+		s->tx_outstanding += k;
+		s->cnt.tx += k;
+	} else {
+		k = 0;
+	}
+	kick_tx(s);
+	return k;
+}
+
+/* Kicks anything left in the TX ring and reclaims completions; returns the
+ * number of frames still in flight. */
+uint32_t axsk_flush(struct axsk *s)
+{
+	kick_tx(s);
+	return s->tx_outstanding;
+}
+
+void axsk_stats(const struct axsk *s, struct axsk_stats *out)
+{
+	struct xdp_statistics xs = {0};
+	socklen_t len = sizeof(xs);
+
+	*out = s->cnt;
+	out->free_frames = s->nfree;
+	out->held_frames = s->nheld;
+	out->tx_outstanding = s->tx_outstanding;
+	out->fill_ring = ring_level(s->fill.producer, s->fill.consumer);
+	out->rx_ring = ring_level(s->rx.producer, s->rx.consumer);
+	out->tx_ring = ring_level(s->tx.producer, s->tx.consumer);
+	out->comp_ring = ring_level(s->comp.producer, s->comp.consumer);
+	if (getsockopt(s->fd, SOL_XDP, XDP_STATISTICS, &xs, &len) == 0) {
+		out->rx_dropped = xs.rx_dropped;
+		out->rx_invalid_descs = xs.rx_invalid_descs;
+		out->rx_ring_full = xs.rx_ring_full;
+		out->rx_fill_ring_empty_descs = xs.rx_fill_ring_empty_descs;
+		out->tx_invalid_descs = xs.tx_invalid_descs;
+		out->tx_ring_empty_descs = xs.tx_ring_empty_descs;
+	}
+}
+
+/* RFC 1071 checksum of a buffer, for Python callers. */
+uint16_t axc_checksum(const uint8_t *p, uint64_t len)
+{
+	return axc_fold(axc_sum(p, len, 0));
+}

@@ -1,0 +1,84 @@
+"""How the bypass stack is configured: by arguments, else by environment variables.
+
+The environment lets an unmodified program move onto the stack:
+``AIOXDP_INTERFACE=eth1 python -m aioxdp run app:main`` or, for a program that
+calls ``aioxdp.install()``, just the variables.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+from .tcp.config import TcpConfig
+
+ENV_PREFIX = "AIOXDP_"
+
+
+def _parse_range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    if not sep:
+        raise ValueError(f"port range must look like LOW-HIGH, not {text!r}")
+    low, high = int(lo), int(hi)
+    if not 1024 <= low <= high <= 65535:
+        raise ValueError(f"port range {text!r} must lie within 1024-65535")
+    return low, high
+
+
+@dataclass
+class Settings:
+    """Where and how the stack runs.
+
+    interface: the network device whose traffic the stack takes over (None:
+      no bypass stack; every call goes to the base loop's kernel sockets).
+    queue: the RX queue whose AF_XDP socket this loop owns.
+    mode: "skb" (generic XDP, any driver) or "native" (driver XDP).
+    poll: "wakeup" (sleep in the selector until the socket is readable) or
+      "busy" (poll the rings on every loop iteration: lowest latency, one
+      core at 100%).
+    port_range: local ports for outgoing connections; the kernel is told
+      never to pick them (net.ipv4.ip_local_reserved_ports).
+    zerocopy: ask for zero-copy AF_XDP (falls back to copy mode, with a
+      log line, where the driver cannot).
+    loop: the base event loop: "asyncio" (selector loop), "uvloop", or
+      "auto" (uvloop when it is installed).
+    """
+
+    interface: str | None = None
+    queue: int = 0
+    mode: str = "skb"
+    poll: str = "wakeup"
+    port_range: tuple[int, int] = (61000, 64999)
+    zerocopy: bool = False
+    loop: str = "auto"
+    batch: int = 64
+    frames: int = 4096
+    tcp: TcpConfig = field(default_factory=TcpConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("skb", "native"):
+            raise ValueError(f"mode must be 'skb' or 'native', not {self.mode!r}")
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise ValueError(f"loop must be 'auto', 'asyncio' or 'uvloop', not {self.loop!r}")
+        if self.poll not in ("wakeup", "busy"):
+            raise ValueError(f"poll must be 'wakeup' or 'busy', not {self.poll!r}")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``AIOXDP_*`` variables; explicit ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or f.name == "tcp":
+                continue
+            if f.name == "port_range":
+                values[f.name] = _parse_range(raw)
+            elif f.name == "zerocopy":
+                values[f.name] = raw.lower() in ("1", "yes", "true", "on")
+            elif f.name in ("queue", "batch", "frames"):
+                values[f.name] = int(raw)
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,372 @@
+"""The bypass stack of one event loop: an AF_XDP socket, the XDP program, the TCP core.
+
+This is the one place where bytes, time and the loop meet the sans-IO core:
+- RX: the socket's fd is readable (or, in busy-poll mode, every iteration)
+  -> one batch of frames -> ``wire.parse_frame`` -> ``ConnectionTable.receive``;
+- then, once: core events -> transports, core output -> frames -> one TX batch,
+  and the core's single deadline -> one loop timer (DESIGN.md: one batch in,
+  one flush out per loop iteration; one loop timer drives every TCP timer).
+
+Linux keeps owning the interface: its addresses, routes and neighbours are
+read through netlink (``kernel.py``); the XDP program passes everything that
+is not one of our flows to the kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from array import array
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import kernel
+from ._xsk import XdpProgram, XskSocket
+from .settings import Settings
+from .tcp import wire
+from .tcp.connection import Connection
+from .tcp.events import (
+    ConnectionClosed,
+    ConnectionEstablished,
+    DataReceived,
+    EndOfStream,
+    SendBufferDrained,
+)
+from .tcp.table import ConnectionTable
+from .transport import XdpServer, XdpTransport
+
+if TYPE_CHECKING:
+    from .tcp.table import Listener
+
+logger = logging.getLogger("aioxdp")
+
+MAX_FRAME = 2048
+
+
+class _Opening:
+    """An active open waiting for its handshake: who to tell, and what protocol to build."""
+
+    __slots__ = ("future", "protocol_factory")
+
+    def __init__(self, future: asyncio.Future[XdpTransport],
+                 protocol_factory: Callable[[], asyncio.BaseProtocol]) -> None:
+        self.future = future
+        self.protocol_factory = protocol_factory
+
+
+class NetStack:
+    """AF_XDP socket + XDP program + TCP connection table for one interface queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, settings: Settings) -> None:
+        if settings.interface is None:
+            raise ValueError("no interface: set Settings.interface or AIOXDP_INTERFACE")
+        self.loop = loop
+        self.settings = settings
+        self.iface = kernel.interface(settings.interface)
+        self.addresses = [addr for addr, _plen, _fam in self.iface.addresses]
+        tcp = settings.tcp
+        tcp.mss = min(tcp.mss, self.iface.mtu - 40)
+        self.table = ConnectionTable(config=tcp, secret=os.urandom(32), now=loop.time(),
+                                     port_range=settings.port_range)
+        self.program = XdpProgram.load(self.iface.index, mode=settings.mode)
+        try:
+            for addr in self.addresses:
+                self.program.add_local_address(addr)
+            self.program.set_port_range(*settings.port_range)
+            self.xsk = XskSocket(settings.interface, settings.queue, self.program,
+                                 num_frames=settings.frames, mode=settings.mode,
+                                 zerocopy=settings.zerocopy)
+            kernel.reserve_ports(*settings.port_range)
+        except BaseException:
+            self.program.close()
+            raise
+        self._macs: dict[bytes, bytes] = {}  # remote address -> next hop's MAC
+        self._servers: dict[Listener, XdpServer] = {}
+        self._transports: dict[Connection, XdpTransport] = {}
+        self._opening: dict[Connection, _Opening] = {}
+        self._txbuf = bytearray(MAX_FRAME * settings.batch)
+        self._txview = memoryview(self._txbuf)
+        self._lengths = array("I")
+        self._pending_tx: list[bytes] = []
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._closed = False
+        self.parse_drops = 0
+        self.tx_stalls = 0
+        if settings.poll == "busy":
+            loop.call_soon(self._busy_poll)
+        else:
+            loop.add_reader(self.xsk.fileno(), self._on_readable)
+
+    # -- the data path ------------------------------------------------------------------
+
+    def _receive_batch(self) -> int:
+        frames = self.xsk.recv(self.settings.batch)
+        if not frames:
+            return 0
+        now = self.loop.time()
+        parse = wire.parse_frame
+        receive = self.table.receive
+        macs = self._macs
+        for frame in frames:
+            seg = parse(frame, verify_checksum=False)  # the C RX path verified checksums
+            if seg is None:
+                self.parse_drops += 1
+                continue
+            if seg.src not in macs:
+                # replies go back through the hop the peer's frames came from
+                macs[seg.src] = bytes(frame[6:12])
+            receive(seg, now=now)
+        return len(frames)
+
+    def _on_readable(self) -> None:
+        if self._receive_batch():
+            self._service()
+
+    def _busy_poll(self) -> None:
+        if self._closed:
+            return
+        if self._receive_batch() or self._flush_scheduled:
+            self._service()
+        self.loop.call_soon(self._busy_poll)
+
+    def wakeup(self) -> None:
+        """An application call changed a connection: service the stack once this iteration."""
+        if not self._flush_scheduled and not self._closed:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._service)
+
+    def _service(self) -> None:
+        self._flush_scheduled = False
+        if self._closed:
+            return
+        self._dispatch_events()
+        self._flush()
+        self._arm_timer()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        self.table.handle_timer(now=self.loop.time())
+        self._service()
+
+    def _arm_timer(self) -> None:
+        deadline = self.table.get_timer()
+        if deadline == self._timer_deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_deadline = deadline
+        self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+
+    def _flush(self) -> None:
+        """Core output -> frames -> TX ring, one batch at a time."""
+        if self._pending_tx and not self._send_pending():
+            return
+        segments = self.table.segments_to_send(now=self.loop.time())
+        if not segments:
+            return
+        write = wire.write_frame
+        src_mac = self.iface.mac
+        macs = self._macs
+        buf, view, lengths = self._txbuf, self._txview, self._lengths
+        batch = self.settings.batch
+        for start in range(0, len(segments), batch):
+            del lengths[:]
+            offset = 0
+            for seg in segments[start:start + batch]:
+                dst_mac = macs.get(seg.dst)
+                if dst_mac is None:
+                    logger.debug("no next-hop MAC for %s: segment dropped", seg.dst.hex())
+                    continue
+                n = write(buf, offset, seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False)
+                lengths.append(n)
+                offset += n
+            sent = self.xsk.send(view[:offset], lengths)
+            if sent < len(lengths):
+                # TX ring or frames exhausted: keep the rest, in order, for the next round
+                self.tx_stalls += 1
+                skip = sum(lengths[:sent])
+                for n in lengths[sent:]:
+                    self._pending_tx.append(bytes(view[skip:skip + n]))
+                    skip += n
+                for seg in segments[start + batch:]:
+                    dst_mac = macs.get(seg.dst)
+                    if dst_mac is not None:
+                        self._pending_tx.append(wire.build_frame(
+                            seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False))
+                self.loop.call_later(0.0002, self.wakeup)
+                return
+
+    def _send_pending(self) -> bool:
+        """Retry frames the TX ring had no room for; True when all went out."""
+        pending = self._pending_tx
+        lengths = array("I", (len(f) for f in pending))
+        sent = self.xsk.send(b"".join(pending), lengths)
+        del pending[:sent]
+        if pending:
+            self.loop.call_later(0.0002, self.wakeup)
+            return False
+        return True
+
+    # -- events -> transports ------------------------------------------------------------
+
+    def _dispatch_events(self) -> None:
+        next_event = self.table.next_event
+        transports = self._transports
+        while (event := next_event()) is not None:
+            kind = type(event)
+            if kind is DataReceived:
+                transport = transports.get(event.conn)
+                if transport is not None:
+                    transport._data_received(event.data)  # type: ignore[union-attr]
+            elif kind is ConnectionEstablished:
+                self._established(event)  # type: ignore[arg-type]
+            elif kind is EndOfStream:
+                transport = transports.get(event.conn)
+                if transport is not None:
+                    transport._eof_received()
+            elif kind is SendBufferDrained:
+                transport = transports.get(event.conn)
+                if transport is not None:
+                    transport._write_space()
+            elif kind is ConnectionClosed:
+                self._closed_conn(event)  # type: ignore[arg-type]
+
+    def _established(self, event: ConnectionEstablished) -> None:
+        conn = event.conn
+        if event.listener is not None:
+            server = self._servers.get(event.listener)
+            if server is None:
+                conn.abort()
+                return
+            transport = server._accept(conn)
+        else:
+            opening = self._opening.pop(conn, None)
+            if opening is None or opening.future.done():
+                conn.abort()
+                return
+            transport = XdpTransport(self.loop, self, conn, opening.protocol_factory())
+            opening.future.set_result(transport)
+        self._transports[conn] = transport
+        transport._start()
+
+    def _closed_conn(self, event: ConnectionClosed) -> None:
+        conn = event.conn
+        opening = self._opening.pop(conn, None)
+        if opening is not None and not opening.future.done():
+            error = event.error or ConnectionRefusedError("connection closed during the handshake")
+            opening.future.set_exception(error)
+        transport = self._transports.pop(conn, None)
+        if transport is not None:
+            transport._connection_closed(event.error)
+
+    def forget(self, conn: Connection) -> None:
+        self._transports.pop(conn, None)
+
+    # -- opening and listening -------------------------------------------------------------
+
+    def owns(self, addr: bytes) -> bool:
+        """Is this one of the interface's own addresses?"""
+        return addr in self.addresses
+
+    def reaches(self, addr: bytes) -> bool:
+        """Does the kernel route ``addr`` out of our interface (and not to ourselves)?"""
+        if self.owns(addr):
+            return False
+        _gateway, oif = kernel.next_hop(addr)
+        return oif == self.iface.index
+
+    def source_for(self, remote: bytes) -> bytes:
+        for addr in self.addresses:
+            if len(addr) == len(remote):
+                return addr
+        raise OSError(f"interface {self.iface.name} has no address of that family")
+
+    def listen_port(self) -> int:
+        """A free port for ``create_server(port=0)``: the first of our range no server uses."""
+        used = {listener.port for listener in self._servers}
+        for port in range(self.settings.port_range[1], self.settings.port_range[0] - 1, -1):
+            if port not in used:
+                return port
+        raise OSError(98, "no free port left in the stack's range")
+
+    def listen(self, addr: bytes, port: int, backlog: int, server: XdpServer) -> Listener:
+        listener = self.table.listen(addr, port, backlog=backlog)
+        for local in (self.addresses if addr == b"" else [addr]):
+            self.program.add_listener(local, port)
+        self._servers[listener] = server
+        return listener
+
+    def unlisten(self, listener: Listener) -> None:
+        self._servers.pop(listener, None)
+        addr, port = listener.addr, listener.port
+        self.table.close_listener(listener)
+        for local in (self.addresses if addr == b"" else [addr]):
+            self.program.remove_listener(local, port)
+
+    async def connect(self, remote: tuple[bytes, int], local: tuple[bytes, int] | None,
+                      protocol_factory: Callable[[], asyncio.BaseProtocol]) -> XdpTransport:
+        """Active open; returns the transport once the handshake is done
+        (connection_made has run, as with asyncio's create_connection)."""
+        raddr, rport = remote
+        if raddr not in self._macs:
+            gateway, _oif = kernel.next_hop(raddr)
+            self._macs[raddr] = await self._neighbour(gateway or raddr)
+        laddr = local[0] if local and local[0] else self.source_for(raddr)
+        lport = local[1] if local and local[1] else self.table.allocate_port(laddr, remote)
+        conn = self.table.connect((laddr, lport), remote, now=self.loop.time())
+        future: asyncio.Future[XdpTransport] = self.loop.create_future()
+        self._opening[conn] = _Opening(future, protocol_factory)
+        self.wakeup()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._opening.pop(conn, None)
+            conn.abort()
+            self.wakeup()
+            raise
+
+    async def _neighbour(self, addr: bytes) -> bytes:
+        return await kernel.resolve_neighbour(self.iface.index, addr)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "xdp": self.program.counters(),
+            "xsk": self.xsk.stats(),
+            "tcp": dict(self.table.stats),
+            "connections": self.table.connection_states(),
+            "parse_drops": self.parse_drops,
+            "tx_stalls": self.tx_stalls,
+        }
+
+    def close(self) -> None:
+        """Reset what is still open, detach XDP, release the ports. Idempotent."""
+        if self._closed:
+            return
+        for conn in list(self.table.connections.values()):
+            conn.abort()
+        try:
+            self._dispatch_events()
+            self._flush()
+        finally:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.settings.poll == "wakeup":
+                self.loop.remove_reader(self.xsk.fileno())
+            self.xsk.close()
+            self.program.close()
+            kernel.release_ports(*self.settings.port_range)
+
+    async def drain(self, timeout: float) -> None:
+        """Give connections that the application closed time to finish their FIN exchange."""
+        deadline = self.loop.time() + timeout
+        while self.loop.time() < deadline and any(
+                c.state.name not in ("TIME_WAIT", "CLOSED") and c not in self._transports
+                for c in self.table.connections.values()):
+            await asyncio.sleep(0.01)

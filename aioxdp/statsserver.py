@@ -1,0 +1,276 @@
+"""A running stack's counters for other processes: JSON on a unix socket, Prometheus text on TCP.
+
+The unix socket lives at ``/run/aioxdp/<interface>-<queue>.sock``. /run is
+shared by every network namespace, so ``aioxdp stats`` in the root namespace
+finds a stack started with ``ip netns exec``, and no port of the bypassed
+interface is spent on it. A client connects, reads one JSON document to EOF,
+and is done: there is no request to parse, so nothing to get wrong.
+
+The Prometheus endpoint (``aioxdp run --metrics PORT``) is for scrapers that
+speak HTTP only. It is a plain kernel socket on the base loop: a port the
+bypass stack does not own, so the XDP program passes its traffic to Linux and
+it keeps answering whatever state the stack is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import ipaddress
+import json
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .settings import Settings
+
+logger = logging.getLogger("aioxdp")
+
+STATS_DIR = Path("/run/aioxdp")
+MAX_REPLY = 16 * 1024 * 1024  # a stats document is a few KiB; anything this big is not ours
+METRICS_REQUEST_LIMIT = 8192  # bytes of HTTP request head the metrics endpoint accepts
+
+Snapshot = dict[str, Any]
+
+
+def socket_path(interface: str, queue: int) -> Path:
+    return STATS_DIR / f"{interface}-{queue}.sock"
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON-ready data: str keys; addresses as text; enums by name."""
+    if isinstance(value, Mapping):
+        return {_key(k): plain(v) for k, v in value.items()}
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        return str(ipaddress.ip_address(raw)) if len(raw) in (4, 16) else raw.hex()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain(dataclasses.asdict(value))
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain(v) for v in value]
+    return str(value)
+
+
+def _key(key: Any) -> str:
+    value = plain(key)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def snapshot(loop: asyncio.AbstractEventLoop, settings: Settings, started: float) -> Snapshot:
+    """What the process is and what its stack counted: ``stack.stats()`` plus who and where."""
+    info: Snapshot = {
+        "pid": os.getpid(),
+        "interface": settings.interface,
+        "queue": settings.queue,
+        "mode": settings.mode,
+        "poll": settings.poll,
+        "loop": type(loop).__name__,
+        "started": started,
+        "uptime": round(time.time() - started, 3),
+    }
+    stack = getattr(loop, "xdp_stack", None)
+    info["running"] = stack is not None
+    if stack is not None:
+        info["addresses"] = plain(stack.addresses)
+        try:
+            stats = stack.stats()
+        except Exception as exc:  # a stack closing under us must not break the endpoint
+            info["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            info.update(plain(stats))
+    return info
+
+
+class StatsServer:
+    """Serves ``snapshot()`` as JSON to whoever connects to the unix socket."""
+
+    def __init__(self, settings: Settings, collect: Callable[[], Snapshot]) -> None:
+        if settings.interface is None:
+            raise ValueError("the stats socket is named after the interface: none configured")
+        self.path = socket_path(settings.interface, settings.queue)
+        self._collect = collect
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> bool:
+        """Listen; False (and a warning) when another live process holds the name."""
+        STATS_DIR.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            if _answers(self.path):
+                logger.warning("%s is served by another live process: no stats socket here",
+                               self.path)
+                return False
+            self.path.unlink()  # left behind by a process that was killed
+        self._server = await asyncio.get_running_loop().create_unix_server(
+            self._protocol, str(self.path))
+        return True
+
+    def _protocol(self) -> asyncio.Protocol:
+        return _SnapshotProtocol(self._collect)
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class _SnapshotProtocol(asyncio.Protocol):
+    def __init__(self, collect: Callable[[], Snapshot]) -> None:
+        self._collect = collect
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        try:
+            body = json.dumps(self._collect()).encode() + b"\n"
+        except Exception as exc:  # report it to the client rather than hang up silently
+            body = json.dumps({"pid": os.getpid(), "error": repr(exc)}).encode() + b"\n"
+        transport.write(body)
+        transport.close()
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+# -- the client side (aioxdp stats) -------------------------------------------------------------
+
+
+def stats_sockets(interface: str | None = None) -> list[Path]:
+    """The sockets of running stacks: all of them, or those of one interface."""
+    if not STATS_DIR.is_dir():
+        return []
+    paths = sorted(STATS_DIR.glob("*.sock"))
+    if interface is not None:
+        paths = [p for p in paths if p.stem.rpartition("-")[0] == interface]
+    return paths
+
+
+def query(path: Path, timeout: float = 2.0) -> Snapshot:
+    """One stack's snapshot; OSError when nothing answers, ValueError on garbage."""
+    chunks: list[bytes] = []
+    size = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_REPLY:
+                raise ValueError(f"{path}: reply larger than {MAX_REPLY} bytes")
+    data = json.loads(b"".join(chunks))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    data["socket"] = str(path)
+    return data
+
+
+def query_all(interface: str | None = None) -> tuple[list[Snapshot], list[str]]:
+    """Snapshots of every running stack (or one interface's), and why others gave none."""
+    snapshots: list[Snapshot] = []
+    problems: list[str] = []
+    for path in stats_sockets(interface):
+        try:
+            snapshots.append(query(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            problems.append(f"{path}: stale socket, its process is gone")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: {exc}")
+    return snapshots, problems
+
+
+# -- Prometheus text format ---------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
+_META = ("pid", "interface", "queue", "mode", "poll", "loop", "started", "socket", "addresses")
+
+
+def numbers(data: Mapping[str, Any], path: tuple[str, ...] = ()) -> Iterator[tuple[str, float]]:
+    """Every numeric leaf of a snapshot, named by its path (``xdp_redirected``)."""
+    for key, value in data.items():
+        here = (*path, str(key))
+        if isinstance(value, Mapping):
+            yield from numbers(value, here)
+        elif isinstance(value, int | float):  # bool included: 0 or 1
+            yield "_".join(here), float(value)
+
+
+def prometheus_text(snap: Snapshot) -> str:
+    """The snapshot in the Prometheus exposition format (version 0.0.4)."""
+    labels = 'interface="{}",queue="{}"'.format(
+        str(snap.get("interface", "")).replace('"', ""), snap.get("queue", 0))
+    lines = [f"aioxdp_up{{{labels}}} 1"]
+    for name, value in numbers({k: v for k, v in snap.items() if k not in _META}):
+        metric = "aioxdp_" + _UNSAFE.sub("_", name)
+        lines.append(f"{metric}{{{labels}}} {value:g}")
+    return "\n".join(lines) + "\n"
+
+
+class MetricsServer:
+    """``GET /metrics`` over HTTP/1.x on a kernel TCP socket of the base loop."""
+
+    def __init__(self, collect: Callable[[], Snapshot], host: str, port: int) -> None:
+        self._collect = collect
+        self.host = host
+        self.port = port
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(16)
+            sock.setblocking(False)
+            # a ready socket keeps the aioxdp loop from routing this server to the bypass stack
+            self._server = await asyncio.start_server(self._handle, sock=sock,
+                                                     limit=METRICS_REQUEST_LIMIT)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5.0)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                ConnectionError):
+            writer.close()
+            return
+        request = head.split(b"\r\n", 1)[0].split()
+        if len(request) >= 2 and request[0] in (b"GET", b"HEAD") \
+                and request[1].split(b"?")[0] in (b"/", b"/metrics"):
+            status, body = "200 OK", prometheus_text(self._collect()).encode()
+        else:
+            status, body = "404 Not Found", b"try GET /metrics\n"
+        writer.write((f"HTTP/1.1 {status}\r\n"
+                      "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                      f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode())
+        if request[:1] != [b"HEAD"]:
+            writer.write(body)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None

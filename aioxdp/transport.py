@@ -1,0 +1,394 @@
+"""asyncio transports and servers over the userspace TCP core.
+
+A thin shell, as aioquic's asyncio layer is over its connection: the
+``Connection`` owns every byte and timer; this module turns core events into
+Protocol callbacks and Transport calls into core calls, with asyncio's own
+flow-control mix-in (``_FlowControlMixin``) so that write-buffer limits,
+``pause_writing``/``resume_writing`` and their error routing behave exactly
+as on asyncio's socket transports (and so ``loop.sendfile``'s fallback and
+``asyncio.sslproto`` accept these transports).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from asyncio import sslproto, transports
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .tcp.connection import Connection
+
+if TYPE_CHECKING:
+    from .stack import Listener, NetStack
+
+logger = logging.getLogger("aioxdp")
+
+# Bytes the core may hold unacknowledged before they count against the
+# transport's write buffer: the equivalent of a kernel socket's send buffer
+# (net.ipv4.tcp_wmem's default). Without it every byte in flight would count
+# as "buffered" and a sender would pause once a window is in flight.
+SEND_BUFFER = 256 * 1024
+
+
+def sockaddr(addr: bytes, port: int) -> tuple[Any, ...]:
+    """The address tuple asyncio users expect from getpeername()/getsockname()."""
+    if len(addr) == 16:
+        return (str(ipaddress.IPv6Address(addr)), port, 0, 0)
+    return (str(ipaddress.IPv4Address(addr)), port)
+
+
+class XdpSocket:
+    """A stand-in for ``get_extra_info("socket")`` and ``Server.sockets``.
+
+    There is no kernel socket behind a bypass connection, but libraries read
+    these (aiohttp sets TCP_NODELAY and SO_KEEPALIVE, prints listening
+    addresses). Options that mean something to the core are applied to it;
+    others are remembered and read back, as a socket would.
+    """
+
+    type = socket.SOCK_STREAM
+    proto = socket.IPPROTO_TCP
+
+    def __init__(self, local: tuple[bytes, int], remote: tuple[bytes, int] | None = None,
+                 conn: Connection | None = None) -> None:
+        self.family = socket.AF_INET6 if len(local[0]) == 16 else socket.AF_INET
+        self._local = local
+        self._remote = remote
+        self._conn = conn
+        self._options: dict[tuple[int, int], int] = {}
+
+    def fileno(self) -> int:
+        return -1
+
+    def getsockname(self) -> tuple[Any, ...]:
+        return sockaddr(*self._local)
+
+    def getpeername(self) -> tuple[Any, ...]:
+        if self._remote is None:
+            raise OSError(107, "Transport endpoint is not connected")
+        return sockaddr(*self._remote)
+
+    def setsockopt(self, level: int, option: int, value: int | bytes, *_: object) -> None:
+        self._options[(level, option)] = int(value) if not isinstance(value, bytes) else 0
+        if self._conn is not None and (level, option) == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            self._conn.nodelay = bool(value)
+
+    def getsockopt(self, level: int, option: int, *_: object) -> int:
+        return self._options.get((level, option), 0)
+
+    def __repr__(self) -> str:
+        return f"<aioxdp.XdpSocket family={self.family!r} laddr={self.getsockname()}>"
+
+
+class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
+    """``asyncio.Transport`` for one bypass-stack TCP connection."""
+
+    _sendfile_compatible = asyncio.constants._SendfileMode.FALLBACK  # type: ignore[attr-defined]
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stack: NetStack, conn: Connection,
+                 protocol: asyncio.BaseProtocol, server: XdpServer | None = None) -> None:
+        sock = XdpSocket(conn.local, conn.remote, conn)
+        extra = {"peername": sock.getpeername(), "sockname": sock.getsockname(), "socket": sock}
+        super().__init__(extra, loop)
+        self._stack = stack
+        self._conn = conn
+        self._protocol: asyncio.BaseProtocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        self._server = server
+        self._closing = False  # close() or abort() called, or the connection is gone
+        self._lost = False  # connection_lost() scheduled
+        self._eof = False  # write_eof() called
+        self._writes_after_close = 0
+        if server is not None:
+            server._attach(self)
+
+    # -- called by the stack for core events ------------------------------------------------
+
+    def _start(self) -> None:
+        self._protocol.connection_made(self)
+
+    def _data_received(self, data: bytes) -> None:
+        if self._lost:
+            return
+        try:
+            if self._buffered:
+                self._feed_buffered(data)
+            else:
+                self._protocol.data_received(data)  # type: ignore[attr-defined]
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+
+    def _feed_buffered(self, data: bytes) -> None:
+        """BufferedProtocol: copy into the buffers the protocol hands out (asyncio.protocols)."""
+        proto: asyncio.BufferedProtocol = self._protocol  # type: ignore[assignment]
+        view = memoryview(data)
+        while view:
+            buf = memoryview(proto.get_buffer(len(view))).cast("B")
+            if not buf:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            proto.buffer_updated(n)
+            view = view[n:]
+
+    def _eof_received(self) -> None:
+        if self._lost:
+            return
+        try:
+            keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if not keep_open:
+            self.close()
+
+    def _write_space(self) -> None:
+        self._maybe_resume_protocol()
+
+    def _connection_closed(self, error: BaseException | None) -> None:
+        if not self._lost:
+            self._closing = True
+            self._lost = True
+            self._call_connection_lost(error)
+
+    # -- asyncio.Transport ----------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if self._closing:
+            # asyncio's socket transports drop such writes and warn after a few
+            self._writes_after_close += 1
+            if self._writes_after_close == 5:
+                logger.warning("socket.send() raised exception.")
+            return
+        if not data:
+            return
+        self._conn.send(bytes(data) if not isinstance(data, bytes) else data)
+        self._stack.wakeup()
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        if self._closing or self._eof:
+            return
+        self._eof = True
+        self._conn.shutdown()
+        self._stack.wakeup()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._conn.close()
+        self._stack.wakeup()
+        self._schedule_connection_lost(None)
+
+    def abort(self) -> None:
+        if self._lost:
+            return
+        self._closing = True
+        self._conn.abort()
+        self._stack.wakeup()
+        self._schedule_connection_lost(None)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def pause_reading(self) -> None:
+        if not self._closing:
+            self._conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._closing:
+            self._conn.resume_reading()
+            self._stack.wakeup()
+
+    def is_reading(self) -> bool:
+        return not self._closing and not self._conn.reading_paused
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def get_write_buffer_size(self) -> int:
+        return max(0, self._conn.send_buffer_size - SEND_BUFFER)
+
+    def _maybe_pause_protocol(self) -> None:
+        super()._maybe_pause_protocol()
+        if self._protocol_paused:
+            # ask the core for one SendBufferDrained when we fall to the low mark
+            self._conn.write_watermark = SEND_BUFFER + self._low_water
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _schedule_connection_lost(self, exc: BaseException | None) -> None:
+        if not self._lost:
+            self._lost = True
+            self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._stack.forget(self._conn)
+            if self._server is not None:
+                self._server._detach(self)
+                self._server = None
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        if not isinstance(exc, OSError):
+            self._loop.call_exception_handler({
+                "message": message, "exception": exc, "transport": self,
+                "protocol": self._protocol,
+            })
+        if not self._lost:
+            self._closing = True
+            self._conn.abort()
+            self._stack.wakeup()
+            self._schedule_connection_lost(exc)
+
+    def __repr__(self) -> str:
+        state = "closing" if self._closing else "open"
+        return (f"<XdpTransport {state} {self._conn.state.name} "
+                f"local={self.get_extra_info('sockname')} peer={self.get_extra_info('peername')}>")
+
+
+class XdpServer(asyncio.AbstractServer):
+    """``asyncio.Server`` for bypass-stack listeners.
+
+    Semantics follow Python 3.12+: ``close()`` stops listening and leaves
+    accepted connections alone; ``wait_closed()`` returns once the server is
+    closed and every connection it accepted has gone.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stack: NetStack,
+                 protocol_factory: Callable[[], asyncio.BaseProtocol],
+                 addresses: list[tuple[bytes, int]], backlog: int,
+                 ssl: Any = None, ssl_handshake_timeout: float | None = None,
+                 ssl_shutdown_timeout: float | None = None) -> None:
+        self._loop = loop
+        self._stack = stack
+        self._protocol_factory = protocol_factory
+        self._addresses = addresses
+        self._backlog = backlog
+        self._ssl = ssl
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        self._listeners: list[Listener] = []
+        self._transports: set[XdpTransport] = set()
+        self._closed = False
+        self._serving_forever_fut: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    # -- called by the stack / transports --
+
+    def _accept(self, conn: Connection) -> XdpTransport:
+        protocol = self._protocol_factory()
+        if self._ssl is not None:
+            protocol = sslproto.SSLProtocol(
+                self._loop, protocol, self._ssl, None, server_side=True,
+                ssl_handshake_timeout=self._ssl_handshake_timeout,
+                ssl_shutdown_timeout=self._ssl_shutdown_timeout)
+        return XdpTransport(self._loop, self._stack, conn, protocol, server=self)
+
+    def _attach(self, transport: XdpTransport) -> None:
+        self._transports.add(transport)
+
+    def _detach(self, transport: XdpTransport) -> None:
+        self._transports.discard(transport)
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        if self._closed and not self._transports:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
+
+    # -- asyncio.AbstractServer --
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return bool(self._listeners)
+
+    @property
+    def sockets(self) -> tuple[XdpSocket, ...]:
+        return tuple(XdpSocket(addr) for addr in self._addresses) if not self._closed else ()
+
+    async def start_serving(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"server {self!r} is closed")
+        if not self._listeners:
+            self._listeners = [self._stack.listen(addr, port, self._backlog, self)
+                               for addr, port in self._addresses]
+        # one iteration, as asyncio's start_serving yields once
+        await asyncio.sleep(0)
+
+    async def serve_forever(self) -> None:
+        if self._serving_forever_fut is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if self._closed:
+            raise RuntimeError(f"server {self!r} is closed")
+        await self.start_serving()
+        self._serving_forever_fut = self._loop.create_future()
+        try:
+            await self._serving_forever_fut
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever_fut = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for listener in self._listeners:
+            self._stack.unlisten(listener)
+        self._listeners = []
+        if self._serving_forever_fut is not None and not self._serving_forever_fut.done():
+            self._serving_forever_fut.cancel()
+        self._wake_waiters()
+
+    def close_clients(self) -> None:
+        for transport in list(self._transports):
+            transport.close()
+
+    def abort_clients(self) -> None:
+        for transport in list(self._transports):
+            transport.abort()
+
+    async def wait_closed(self) -> None:
+        if self._closed and not self._transports:
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        self._wake_waiters()
+        await waiter
+
+    def __repr__(self) -> str:
+        return f"<XdpServer sockets={self.sockets!r}>"

@@ -1,0 +1,326 @@
+"""The ``aioxdp`` command: argument errors, stats formatting, topo up/down, run, stats, demo.
+
+The namespace tests run the real thing: ``python -m aioxdp run`` in the server
+namespace of a Topology, clients (curl, python) in the client namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aioxdp import cli, statsserver
+from aioxdp.demo import AppProcess, aioxdp_run, xdp_attached
+from aioxdp.settings import Settings
+from aioxdp.topology import Topology
+
+ROOT = Path(__file__).resolve().parent.parent
+PORT = 8080
+METRICS_PORT = 9100
+
+
+def aioxdp(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "aioxdp", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, check=False)
+
+
+# -- argument errors: exit status 2 and one clear line ------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run"], "the following arguments are required: MODULE:APP"),
+    (["run", "examples.hello_aiohttp"], "expected MODULE:APP"),
+    (["run", "no_such_module_here:app", "--interface", "lo"], "no module named"),
+    (["run", "examples.hello_aiohttp:nope", "--interface", "lo"], "has no attribute 'nope'"),
+    (["run", "examples.hello_aiohttp:app"], "no interface: pass --interface"),
+    (["run", "examples.hello_aiohttp:app", "--interface", "nosuchdev0"], "no interface named"),
+    (["run", "examples.hello_aiohttp:app", "--interface", "lo", "--port", "0"], "1-65535"),
+    (["run", "examples.hello_aiohttp:app", "--interface", "lo", "--mode", "x"], "invalid choice"),
+    (["run", "examples.hello_aiohttp:app", "--interface", "lo", "--port", "8080",
+      "--metrics", "8080"], "is the app's port"),
+    (["run", "examples.hello_aiohttp:app", "--interface", "lo", "--metrics", "62000"],
+     "in the stack's port range"),
+    (["run", "examples.hello_aiohttp:app", "--interface", "lo", "--metrics", "nohost:1"],
+     "not an IP address"),
+    (["stats", "--watch", "0"], "must be positive"),
+    (["topo", "up", "--prefix", "far-too-long-prefix"], "prefix must be"),
+    (["topo", "up", "--queues", "0"], "must be at least 1"),
+    (["topo"], "required: ACTION"),
+    ([], "required: COMMAND"),
+])
+def test_argument_errors_exit_2(argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("AIOXDP_INTERFACE", raising=False)
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.strip().splitlines()[-1].startswith("aioxdp")  # argparse's "prog: error: ..."
+
+
+def test_bad_environment_is_an_argument_error_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOXDP_MODE", "turbo")
+    result = aioxdp("run", "examples.hello_aiohttp:app", "--interface", "lo")
+    assert result.returncode == 2
+    assert "mode must be 'skb' or 'native'" in result.stderr
+
+
+def test_console_entry_point_runs_the_same_cli() -> None:
+    result = aioxdp("--help")
+    assert result.returncode == 0
+    for command in ("run", "stats", "topo", "demo"):
+        assert command in result.stdout
+
+
+# -- stats: formatting and the unix socket ------------------------------------------------------
+
+SNAPSHOT = {
+    "pid": 42, "interface": "eth9", "queue": 1, "mode": "native", "poll": "busy", "uptime": 75.5,
+    "running": True, "addresses": ["198.18.0.1"],
+    "xdp": {"passed_not_ip": 3, "passed_not_tcp": 7, "passed_not_ours": 2, "redirected": 1000,
+            "redirect_no_socket": 1, "dropped_malformed": 4},
+    "xsk": {"rx": 1000, "fill_ring": 2048},
+    "tcp": {"connections": {"ESTABLISHED": 3}, "retransmissions": 5, "srtt": 0.00125},
+    "parse_drops": 0,
+}
+
+
+def test_verdict_totals_group_the_xdp_counters() -> None:
+    assert cli.verdict_totals(SNAPSHOT["xdp"]) == (1000, 13, 4)  # type: ignore[arg-type]
+
+
+def test_format_snapshot_shows_every_section() -> None:
+    text = cli.format_snapshot(SNAPSHOT)
+    assert text.startswith("eth9 queue 1 — pid 42, up 1m15s, native XDP, busy poll")
+    assert "1,000 redirected to the stack, 13 passed to Linux, 4 dropped" in text
+    for line in ("XDP verdicts", "AF_XDP socket", "  fill ring  2,048", "TCP", "    ESTABLISHED",
+                 "  retransmissions  5", "  srtt             0.00125", "parse drops  0"):
+        assert line in text
+
+
+@pytest.mark.parametrize("snap", [{}, {"xdp": {}}, {"interface": "x", "tcp": "n/a"},
+                                  {"running": False, "error": "boom"}])
+def test_format_snapshot_survives_missing_and_odd_keys(snap: dict[str, object]) -> None:
+    assert cli.format_snapshot(snap)
+
+
+def test_prometheus_text_has_every_number_once() -> None:
+    text = statsserver.prometheus_text(SNAPSHOT)
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines())
+    labels = '{interface="eth9",queue="1"}'
+    assert samples[f"aioxdp_up{labels}"] == "1"
+    assert samples[f"aioxdp_xdp_redirected{labels}"] == "1000"
+    assert samples[f"aioxdp_tcp_connections_ESTABLISHED{labels}"] == "3"
+    assert samples[f"aioxdp_tcp_srtt{labels}"] == "0.00125"
+    assert not any(name.startswith(("aioxdp_pid", "aioxdp_queue")) for name in samples)
+    assert len(samples) == len(text.splitlines())
+
+
+def test_plain_makes_core_values_json_ready() -> None:
+    import enum
+
+    class State(enum.Enum):
+        ESTABLISHED = 4
+
+    data = statsserver.plain({State.ESTABLISHED: 2, "addr": b"\xc6\x12\x00\x01",
+                              "key": b"\x01\x02", ("a", 1): {1, 2}})
+    assert data == {"ESTABLISHED": 2, "addr": "198.18.0.1", "key": "0102", '["a", 1]': [1, 2]}
+    json.dumps(data)
+
+
+@pytest.fixture
+def stats_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(statsserver, "STATS_DIR", tmp_path)
+    return tmp_path
+
+
+async def test_stats_socket_serves_snapshots_and_is_removed(stats_dir: Path) -> None:
+    settings = Settings(interface="eth9", queue=1)
+    calls = []
+
+    def collect() -> dict[str, object]:
+        calls.append(1)
+        return {**SNAPSHOT, "calls": len(calls)}
+
+    server = statsserver.StatsServer(settings, collect)
+    assert await server.start()
+    assert server.path == stats_dir / "eth9-1.sock"
+    first, problems = await asyncio.to_thread(statsserver.query_all, "eth9")
+    second = await asyncio.to_thread(statsserver.query, server.path)
+    assert problems == []
+    assert first[0]["xdp"] == SNAPSHOT["xdp"]
+    assert (first[0]["calls"], second["calls"]) == (1, 2)  # fresh numbers on every connect
+    assert first[0]["socket"] == str(server.path)
+    assert await asyncio.to_thread(statsserver.query_all, "eth1") == ([], [])
+    await server.close()
+    assert not server.path.exists()
+
+
+async def test_stale_socket_is_reported_then_replaced(stats_dir: Path) -> None:
+    stale = stats_dir / "eth9-0.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(stale))  # the file stays after close, as after a SIGKILL
+    snapshots, problems = statsserver.query_all()
+    assert snapshots == [] and "stale socket" in problems[0]
+    server = statsserver.StatsServer(Settings(interface="eth9"), lambda: {"pid": 1})
+    assert await server.start()
+    assert (await asyncio.to_thread(statsserver.query, stale))["pid"] == 1
+    await server.close()
+
+
+def test_stats_command_without_stacks_says_so(stats_dir: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["stats", "--interface", "eth9"]) == 1
+    assert "no running aioxdp stack for eth9" in capsys.readouterr().out
+    assert cli.main(["stats", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == []
+
+
+# -- namespace tests: the real thing ------------------------------------------------------------
+
+
+def netns_names() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+@pytest.mark.netns
+def test_topo_up_then_down_leaves_nothing() -> None:
+    prefix = f"axt{time.monotonic_ns() % 10**8}"
+    up = aioxdp("topo", "up", "--prefix", prefix, "--queues", "2")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert {f"{prefix}-srv", f"{prefix}-cli"} <= netns_names()
+        assert f"ip netns exec {prefix}-srv" in up.stdout
+        assert f"aioxdp topo down --prefix {prefix}" in up.stdout
+        record = json.loads(cli.topo_record(prefix).read_text())
+        assert record["server_if"] == f"{prefix}s" and record["queues"] == 2
+        ethtool = subprocess.run(["ip", "netns", "exec", f"{prefix}-srv", "ethtool", "-l",
+                                  f"{prefix}s"], capture_output=True, text=True).stdout
+        assert re.search(r"Current hardware settings:.*?RX:\s+2", ethtool, re.DOTALL)
+        again = aioxdp("topo", "up", "--prefix", prefix)
+        assert again.returncode == 1 and "already exist" in again.stderr
+        assert {f"{prefix}-srv", f"{prefix}-cli"} <= netns_names()  # the failed `up` kept them
+    finally:
+        down = aioxdp("topo", "down", "--prefix", prefix)
+    assert down.returncode == 0
+    assert f"removed topology {prefix!r}" in down.stdout
+    assert not {f"{prefix}-srv", f"{prefix}-cli"} & netns_names()
+    assert not cli.topo_record(prefix).exists()
+    assert "no topology to remove" in aioxdp("topo", "down", "--prefix", prefix).stdout
+
+
+@pytest.mark.netns
+def test_topo_down_without_prefix_removes_every_recorded_one() -> None:
+    prefixes = [f"axr{time.monotonic_ns() % 10**7}{i}" for i in range(2)]
+    try:
+        for prefix in prefixes:
+            assert aioxdp("topo", "up", "--prefix", prefix).returncode == 0
+        down = aioxdp("topo", "down")
+        assert down.returncode == 0
+        for prefix in prefixes:
+            assert f"removed topology {prefix!r}" in down.stdout
+        assert not {f"{p}-{side}" for p in prefixes for side in ("srv", "cli")} & netns_names()
+    finally:
+        for prefix in prefixes:
+            cli.remove_topology(prefix)
+
+
+def client(topo: Topology, *cmd: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", topo.client_ns, *cmd], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def curl_until_answered(topo: Topology, app: AppProcess, url: str, *args: str,
+                        attempts: int = 80) -> str:
+    """curl from the client namespace, retrying while the app starts (bounded)."""
+    for _ in range(attempts):
+        result = client(topo, "curl", "-sS", "-m", "2", *args, url)
+        if result.returncode == 0:
+            return result.stdout
+        assert app.alive(), f"the app exited ({app.proc.returncode}):\n{app.log_tail()}"
+        time.sleep(0.25)
+    raise AssertionError(f"no answer from {url}: {result.stderr}\n{app.log_tail()}")
+
+
+@pytest.fixture
+def hello(topology: Topology, tmp_path: Path) -> Iterator[AppProcess]:
+    """examples/hello_aiohttp.py served by `aioxdp run` in the server namespace."""
+    cmd = aioxdp_run("examples.hello_aiohttp:app", "--interface", topology.server_if,
+                     "--host", topology.server_ip, "--port", str(PORT),
+                     "--metrics", str(METRICS_PORT))
+    with AppProcess(topology, cmd, cwd=ROOT, log=tmp_path / "app.log") as app:
+        yield app
+
+
+@pytest.mark.netns
+def test_run_serves_then_detaches_on_sigterm(topology: Topology, hello: AppProcess) -> None:
+    url = f"http://{topology.server_ip}:{PORT}"
+    assert curl_until_answered(topology, hello, url + "/") == "Hello, world"
+    assert curl_until_answered(topology, hello, url + "/echo", "--data-binary", "ping") == "ping"
+    assert xdp_attached(topology)
+    sock = statsserver.socket_path(topology.server_if, 0)
+    assert sock.exists()
+    assert hello.stop() == 0, hello.log_tail()
+    assert not xdp_attached(topology), hello.log_tail()
+    assert not sock.exists()
+    reserved = subprocess.run(
+        ["ip", "netns", "exec", topology.server_ns, "cat",
+         "/proc/sys/net/ipv4/ip_local_reserved_ports"], capture_output=True, text=True).stdout
+    assert reserved.strip() == ""
+    # and the port now belongs to nobody: Linux answers the SYN with a reset
+    refused = client(topology, "curl", "-sS", "-m", "2", url + "/")
+    assert refused.returncode == 7, refused  # curl: "Failed to connect"
+
+
+@pytest.mark.netns
+def test_stats_and_metrics_while_running(topology: Topology, hello: AppProcess) -> None:
+    url = f"http://{topology.server_ip}:{PORT}/"
+    for _ in range(3):
+        assert curl_until_answered(topology, hello, url) == "Hello, world"
+    result = aioxdp("stats", "--json", "--interface", topology.server_if)
+    assert result.returncode == 0, result.stderr
+    (snap,) = json.loads(result.stdout)
+    assert snap["pid"] == hello.proc.pid
+    assert (snap["interface"], snap["queue"], snap["running"]) == (topology.server_if, 0, True)
+    assert topology.server_ip in snap["addresses"]
+    redirected, passed, _dropped = cli.verdict_totals(snap["xdp"])
+    assert redirected >= 3 * 4  # each curl: SYN, request, ACKs, FIN...
+    assert passed >= 1  # at least the client's ARP request
+    table = aioxdp("stats", "--interface", topology.server_if)
+    assert table.returncode == 0
+    assert f"{topology.server_if} queue 0 — pid {hello.proc.pid}" in table.stdout
+    assert "XDP verdicts" in table.stdout
+    # Prometheus, from the client namespace, on the kernel stack of the same address
+    metrics = client(topology, "curl", "-sS", "-m", "3",
+                     f"http://{topology.server_ip}:{METRICS_PORT}/metrics")
+    assert metrics.returncode == 0, metrics.stderr
+    samples = dict(line.rsplit(" ", 1) for line in metrics.stdout.splitlines())
+    labels = f'{{interface="{topology.server_if}",queue="0"}}'
+    assert float(samples[f"aioxdp_xdp_redirected{labels}"]) >= redirected
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_demo_runs_end_to_end() -> None:
+    result = aioxdp("demo", "--duration", "2", "--connections", "10", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for row in ("requests/s", "latency avg / p99", "packets redirected to the stack",
+                "packets passed to Linux", "packets dropped by XDP", "clean exit on SIGTERM"):
+        assert row in result.stdout
+    redirected = re.search(r"packets redirected to the stack \(XDP\)\s+([\d,]+)", result.stdout)
+    assert redirected and int(redirected[1].replace(",", "")) > 100
+    namespaces = re.search(r"(\S+-srv) \(.*?\) <-> (\S+-cli)", result.stderr)
+    assert namespaces, result.stderr
+    assert not {namespaces[1], namespaces[2]} & netns_names()  # its topology is gone
