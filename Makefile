@@ -6,7 +6,7 @@ PY := .venv/bin/python
 .PHONY: setup demo test bench clean
 
 setup:
-	scripts/setup.sh
+	bash scripts/setup.sh
 
 demo: setup
 	.venv/bin/aioxdp demo
@@ -14,9 +14,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# every bench/*.py with its defaults, one after the other (they share 2 cores)
+# the benchmark programs, one after the other with their defaults (they share
+# the 2 cores); results land in bench/results/. BENCHES=... picks others.
+BENCHES ?= bench/core_segments.py bench/xsk_rate.py bench/http_bench.py bench/ddos_bench.py
+
 bench: setup
-	@set -e; for script in bench/*.py; do \
+	@set -e; for script in $(BENCHES); do \
 		echo "== $$script"; $(PY) "$$script"; \
 	done
 

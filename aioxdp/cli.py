@@ -57,8 +57,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="network device the stack takes over (env AIOXDP_INTERFACE)")
     parser.add_argument("--queue", type=int, metavar="N", help="RX queue (env AIOXDP_QUEUE)")
     parser.add_argument("--host", metavar="ADDR",
-                        help="address to serve on (aiohttp apps: default 0.0.0.0, i.e. every "
-                             "address of the interface); passed to a main(host=...) that takes it")
+                        help="address to serve on (aiohttp apps: default every address of the "
+                             "interface); passed to a main(host=...) that takes it")
     parser.add_argument("--port", type=_port, metavar="PORT",
                         help=f"port to serve on (aiohttp apps: default {DEFAULT_HTTP_PORT}); "
                              "passed to a main(port=...) that takes it")
@@ -196,18 +196,24 @@ async def _serve(target: object, args: argparse.Namespace, settings: Settings) -
 
 
 def _handle_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> list[signal.Signals]:
-    """SIGINT/SIGTERM: stop gracefully; a second one cancels whatever is still running."""
+    """SIGINT/SIGTERM: stop gracefully; a second one cancels whatever is still running, and
+    gives the signals their default action back, so that a third ends even an app that
+    swallows cancellation (the XDP link goes with the process; the stats socket is left)."""
     task = asyncio.current_task()
 
     def on_signal(sig: signal.Signals) -> None:
-        if stop.is_set():
-            if task is not None:
-                task.cancel()
+        if not stop.is_set():
+            logger.info("%s: shutting down", sig.name)
+            stop.set()
             return
-        logger.info("%s: shutting down", sig.name)
-        stop.set()
+        logger.warning("%s again: cancelling; once more ends the process", sig.name)
+        for installed_sig in installed:
+            loop.remove_signal_handler(installed_sig)
+            signal.signal(installed_sig, signal.SIG_DFL)
+        if task is not None:
+            task.cancel()
 
-    installed = []
+    installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, on_signal, sig)
@@ -282,7 +288,7 @@ async def _serve_aiohttp(app: Any, args: argparse.Namespace, stop: asyncio.Event
                            shutdown_timeout=args.shutdown_timeout)
     await runner.setup()
     try:
-        host = args.host or "0.0.0.0"
+        host = args.host or None  # None: every address, both families, as aiohttp's run_app
         site = web.TCPSite(runner, host, args.port or DEFAULT_HTTP_PORT)
         await site.start()
         loop = asyncio.get_running_loop()
@@ -301,8 +307,8 @@ async def _serve_aiohttp(app: Any, args: argparse.Namespace, stop: asyncio.Event
     return 0
 
 
-def _on_stack(stack: Any, host: str) -> bool:
-    if host in ("0.0.0.0", "::"):
+def _on_stack(stack: Any, host: str | None) -> bool:
+    if host in (None, "0.0.0.0", "::"):
         return True
     try:
         return bool(stack.owns(ipaddress.ip_address(host).packed))
@@ -356,7 +362,7 @@ def format_snapshot(snap: Mapping[str, Any]) -> str:
     for key in sections:
         if isinstance(snap[key], Mapping):
             lines.append(SECTION_TITLES.get(key, _label(key)))
-            lines.extend(_rows(snap[key], "  "))
+            lines.extend(_rows(snap[key], "  ") or ["  (none)"])
     if scalars:
         lines.append("other")
         lines.extend(_rows(scalars, "  "))
@@ -369,7 +375,7 @@ def _rows(data: Mapping[str, Any], indent: str) -> list[str]:
     for key, value in data.items():
         if isinstance(value, Mapping):
             lines.append(f"{indent}{_label(key)}")
-            lines.extend(_rows(value, indent + "  ") if value else [f"{indent}  (none)"])
+            lines.extend(_rows(value, indent + "  ") or [f"{indent}  (none)"])
         else:
             lines.append(f"{indent}{_label(key):<{width}}  {_value(value)}")
     return lines
@@ -409,11 +415,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         else:
             if args.watch and sys.stdout.isatty():
                 print("\x1b[H\x1b[2J", end="")
-            where = f"for {args.interface} " if args.interface else ""
+            where = f" for {args.interface}" if args.interface else ""
             blocks = [format_snapshot(s) for s in snapshots]
-            print("\n\n".join(blocks) if blocks else
-                  f"no running aioxdp stack {where}(nothing in {statsserver.STATS_DIR})",
-                  flush=True)
+            print("\n\n".join(blocks) if blocks else f"no running aioxdp stack{where} answered "
+                  f"(sockets in {statsserver.STATS_DIR})", flush=True)
         if not args.watch:
             return 0 if snapshots else 1
         try:

@@ -9,6 +9,14 @@ device's namespace, sets the rates, and removes it again on exit::
         ...  # traffic from the client loses about 5% of its packets
         link.counters()  # Counters(seen=..., dropped=..., duplicated=...)
 
+Where to attach: on the *Linux peer's* device. aioxdp's own frames bypass
+tc there — AF_XDP transmits straight to the driver, past tc egress, and XDP
+takes received frames before tc ingress — so ``client_if`` egress impairs
+what reaches aioxdp, ``client_if`` ingress what leaves it. A dropped packet
+vanishes as on a wire: the local sender is told it was sent (TC_ACT_STOLEN,
+see the BPF source), and kernel TCP sends one segment per draw while an
+egress impairment is attached (``_segment_before_tc``).
+
 How the rates get in: ``tc`` loads the object and creates its maps; the maps
 are then found through the program (tc's filter listing gives the program
 id, ``bpftool prog show`` its map ids, ``bpftool map show`` their names) and

@@ -71,6 +71,9 @@ class NetStack:
                                      port_range=settings.port_range)
         self.program = XdpProgram.load(self.iface.index, mode=settings.mode)
         try:
+            # the XDP program may answer SYN floods with this table's cookies (protect.py)
+            self.program.protection.use_table(self.table)
+            self.table.cookies_from_xdp = True
             for addr in self.addresses:
                 self.program.add_local_address(addr)
             self.program.set_port_range(*settings.port_range)

@@ -33,7 +33,8 @@ from .settings import Settings
 
 logger = logging.getLogger("aioxdp")
 
-STATS_DIR = Path("/run/aioxdp")
+# AIOXDP_RUN_DIR moves it (tests, or a user without write access to /run)
+STATS_DIR = Path(os.environ.get("AIOXDP_RUN_DIR", "/run/aioxdp"))
 MAX_REPLY = 16 * 1024 * 1024  # a stats document is a few KiB; anything this big is not ours
 METRICS_REQUEST_LIMIT = 8192  # bytes of HTTP request head the metrics endpoint accepts
 
@@ -132,12 +133,13 @@ class _SnapshotProtocol(asyncio.Protocol):
         self._collect = collect
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        # no isinstance check: uvloop's transports are not asyncio.WriteTransport subclasses
+        assert hasattr(transport, "write")
         try:
             body = json.dumps(self._collect()).encode() + b"\n"
         except Exception as exc:  # report it to the client rather than hang up silently
             body = json.dumps({"pid": os.getpid(), "error": repr(exc)}).encode() + b"\n"
-        transport.write(body)
+        transport.write(body)  # type: ignore[attr-defined]
         transport.close()
 
 

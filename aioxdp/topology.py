@@ -106,6 +106,9 @@ class Topology:
         for ns, dev, ip4, ip6 in ((self.server_ns, self.server_if, self.server_ip, self.server_ip6),
                                   (self.client_ns, self.client_if, self.client_ip, self.client_ip6)):
             run("ip", "link", "set", dev, "netns", ns)
+            # no duplicate address detection: the link-local address is usable at
+            # once, so IPv6 neighbour resolution works right after up()
+            self.exec(ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.accept_dad=0")
             self.ip(ns, "link", "set", dev, "mtu", str(self.mtu))
             self.ip(ns, "addr", "add", f"{ip4}/{self.prefixlen}", "dev", dev)
             self.ip(ns, "-6", "addr", "add", f"{ip6}/{self.prefixlen6}", "dev", dev, "nodad")

@@ -37,8 +37,9 @@ def established(ts: bool) -> Connection:
                   mss=1460, wscale=7, sack_permitted=True, ts=(1, 0) if ts else None)
     conn.accept_syn(syn, now=0.0)
     (synack,) = conn.segments_to_send(now=0.0)
+    echo = (2, synack.ts[0]) if synack.ts is not None else None
     conn.receive(Segment(REMOTE[0], LOCAL[0], REMOTE[1], LOCAL[1], PEER_ISS + 1, ISS + 1, ACK,
-                         65535, ts=(2, synack.ts[0]) if ts else None), now=0.0)
+                         65535, ts=echo), now=0.0)
     conn.events.clear()
     return conn
 
@@ -113,7 +114,8 @@ def main() -> None:
             prof.stop()
             print(prof.output_text(unicode=False, color=False, show_all=False))
         rate = args.count / elapsed
-        print(f"{mode:5s} ts={'on ' if args.ts else 'off'} {args.count} segments in {elapsed:.3f} s: "
+        ts = "on " if args.ts else "off"
+        print(f"{mode:5s} ts={ts} {args.count} segments in {elapsed:.3f} s: "
               f"{rate / 1000:.0f}k segments/s, {1e6 / rate:.2f} us/segment")
 
 

@@ -12,10 +12,26 @@
  * everything else (ARP, ICMP, ND, other ports) is XDP_PASSed to the kernel,
  * which keeps owning addresses, neighbours and routes.
  *
- * The stages are parse -> classify -> (protection, added later: rate limits,
- * SYN cookies, allow/deny lists, each with its own counter in
- * aioxdp_counter) -> redirect. Every bounds check fails closed: a header that
- * does not fit the frame is never read.
+ * The stages are parse -> classify -> protect -> redirect. Protection applies
+ * only to traffic aimed at our flows (everything else is passed untouched) and
+ * counts every decision in aioxdp_counter:
+ *   1. malformed: truncated headers, IP length vs frame, TCP data offset,
+ *      impossible flag combinations, first fragments (IPv4 or IPv6);
+ *   2. deny list, then allow list when allow-only mode is on (LPM tries);
+ *   3. a token bucket per source address (LRU hash);
+ *   4. SYN flood defence: above a SYN rate (or always) SYNs to listeners are
+ *      answered here with SYN cookies by XDP_TX, in aioxdp/tcp/cookies.py's
+ *      exact format and keys, so the userspace table accepts the ACK that
+ *      completes the handshake; below it SYNs go to userspace, which then
+ *      keeps every option. XDP cannot see established flows, so an ACK to a
+ *      listener is only checked (and counted), never dropped for its cookie:
+ *      userspace is the final judge.
+ * Every bounds check fails closed: a header that does not fit the frame is
+ * never read.
+ *
+ * Clock: bpf_ktime_get_ns() is CLOCK_MONOTONIC, the clock of Python's
+ * time.monotonic() and so of asyncio's loop.time(), the `now` the userspace
+ * table uses: cookie counters (now >> 6 s) and TSvals (ms) agree.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -29,7 +45,28 @@
 #include "aioxdp_common.h"
 
 #define IP_MF 0x2000
+#define IP_DF 0x4000
 #define IP_OFFSET 0x1fff
+#define IPV6_FRAG_OFFSET 0xfff8 /* RFC 8200 §4.5: 13-bit offset, 2 reserved, M */
+#define NEXTHDR_FRAGMENT 44
+#define TTL 64
+
+#define TCP_FLAGS_FIN 0x01
+#define TCP_FLAGS_SYN 0x02
+#define TCP_FLAGS_RST 0x04
+#define TCP_FLAGS_ACK 0x10
+
+/* aioxdp/tcp/cookies.py */
+#define COOKIE_BITS 24
+#define COOKIE_MASK ((1U << COOKIE_BITS) - 1)
+#define COOKIE_COUNTER_SHIFT 6
+#define MAX_COOKIE_AGE 2
+#define TS_BITS 6
+#define TS_OPT_WSCALE_MASK 0x0f
+#define TS_OPT_SACK 0x10
+#define MAX_WSCALE 14
+#define NSEC_PER_SEC 1000000000ULL
+#define NSEC_PER_MSEC 1000000ULL
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -66,19 +103,103 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct aioxdp_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct aioxdp_cookie_keys);
+} cookie_keys SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct aioxdp_syn_state);
+} syn_state SEC(".maps");
+
+/* value: packets the prefix matched (a rule's hit count) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, AIOXDP_MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct aioxdp_lpm_key);
+	__type(value, __u64);
+} deny_list SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, AIOXDP_MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct aioxdp_lpm_key);
+	__type(value, __u64);
+} allow_list SEC(".maps");
+
+/* source address (::ffff:a.b.c.d for IPv4) -> GCRA theoretical arrival time */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, AIOXDP_MAX_SOURCES);
+	__type(key, struct aioxdp_lpm_key);
+	__type(value, __u64);
+} rate_buckets SEC(".maps");
+
 /* Where the parser is in the frame. */
 struct cursor {
 	void *pos;
 	void *end;
 };
 
-static __always_inline int verdict(enum aioxdp_counter which, int action)
+enum fragment { FRAG_NONE, FRAG_FIRST, FRAG_LATER };
+enum owner { NOT_OURS, OURS_LISTENER, OURS_PORT_RANGE };
+
+/* What the parser learnt about a segment. */
+struct packet {
+	struct aioxdp_endpoint src;
+	struct aioxdp_endpoint dst;
+	void *l3; /* the IP header */
+	struct tcphdr *tcp;
+	__u32 l3_len; /* bytes the IP header claims, its own included */
+	__u8 fragment; /* enum fragment */
+	__u8 vlan; /* one 802.1Q/802.1ad tag before the IP header */
+};
+
+/* The 40-byte SipHash input of aioxdp/tcp/cookies.py (flow_hash_input). */
+struct flow_input {
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__be16 local_port;
+	__be16 remote_port;
+	__be32 word;
+} __attribute__((aligned(8)));
+
+/* The options of a SYN that a cookie keeps. */
+struct syn_options {
+	__u32 tsval; /* host order */
+	__u16 mss; /* 0: none */
+	__u8 wscale;
+	__u8 has_wscale;
+	__u8 sack;
+	__u8 has_ts;
+};
+
+static __always_inline void count(enum aioxdp_counter which)
 {
 	__u32 key = which;
 	__u64 *value = bpf_map_lookup_elem(&counters, &key);
 
 	if (value)
 		*value += 1;
+}
+
+static __always_inline int verdict(enum aioxdp_counter which, int action)
+{
+	count(which);
 	return action;
 }
 
@@ -96,7 +217,7 @@ static __always_inline void *take(struct cursor *c, __u32 len)
 
 /* Ethernet with at most one 802.1Q/802.1ad tag. Returns the EtherType in
  * network byte order, or 0 when the header is truncated. */
-static __always_inline __u16 parse_ethernet(struct cursor *c)
+static __always_inline __u16 parse_ethernet(struct cursor *c, struct packet *pk)
 {
 	struct ethhdr *eth = take(c, sizeof(*eth));
 	__u16 proto;
@@ -111,13 +232,13 @@ static __always_inline __u16 parse_ethernet(struct cursor *c)
 		if (!tag)
 			return 0;
 		proto = tag[1];
+		pk->vlan = 1;
 	}
 	return proto;
 }
 
-/* Fills dst with the destination address; returns the L4 protocol, or -1 for
- * a truncated or invalid header, or -2 for a fragment. */
-static __always_inline int parse_ipv4(struct cursor *c, struct aioxdp_endpoint *dst)
+/* Returns the L4 protocol, or -1 for a truncated or invalid header. */
+static __always_inline int parse_ipv4(struct cursor *c, struct packet *pk)
 {
 	struct iphdr *ip = take(c, sizeof(*ip));
 
@@ -126,24 +247,45 @@ static __always_inline int parse_ipv4(struct cursor *c, struct aioxdp_endpoint *
 	/* options: skip to the end of the header, if it fits */
 	if (ip->ihl > 5 && !take(c, (ip->ihl - 5) * 4))
 		return -1;
-	__builtin_memcpy(dst->addr, &ip->daddr, 4);
-	dst->family = AIOXDP_FAMILY_IPV4;
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return -2;
+	pk->l3 = ip;
+	pk->l3_len = bpf_ntohs(ip->tot_len);
+	__builtin_memcpy(pk->src.addr, &ip->saddr, 4);
+	__builtin_memcpy(pk->dst.addr, &ip->daddr, 4);
+	pk->src.family = pk->dst.family = AIOXDP_FAMILY_IPV4;
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		pk->fragment = FRAG_LATER;
+	else if (ip->frag_off & bpf_htons(IP_MF))
+		pk->fragment = FRAG_FIRST;
 	return ip->protocol;
 }
 
-/* IPv6: only a TCP header right after the fixed header counts; extension
- * headers go to the kernel (the stack never sends them). */
-static __always_inline int parse_ipv6(struct cursor *c, struct aioxdp_endpoint *dst)
+/* IPv6: TCP right after the fixed header, or after a fragment header (which
+ * the stack never sends; RFC 8200 §4.5); any other extension header goes to
+ * the kernel. */
+static __always_inline int parse_ipv6(struct cursor *c, struct packet *pk)
 {
 	struct ipv6hdr *ip6 = take(c, sizeof(*ip6));
+	struct {
+		__u8 nexthdr;
+		__u8 reserved;
+		__be16 frag_off;
+		__be32 identification;
+	} *frag;
 
 	if (!ip6 || ip6->version != 6)
 		return -1;
-	__builtin_memcpy(dst->addr, &ip6->daddr, 16);
-	dst->family = AIOXDP_FAMILY_IPV6;
-	return ip6->nexthdr;
+	pk->l3 = ip6;
+	pk->l3_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	__builtin_memcpy(pk->src.addr, &ip6->saddr, 16);
+	__builtin_memcpy(pk->dst.addr, &ip6->daddr, 16);
+	pk->src.family = pk->dst.family = AIOXDP_FAMILY_IPV6;
+	if (ip6->nexthdr != NEXTHDR_FRAGMENT)
+		return ip6->nexthdr;
+	frag = take(c, sizeof(*frag));
+	if (!frag)
+		return -1;
+	pk->fragment = frag->frag_off & bpf_htons(IPV6_FRAG_OFFSET) ? FRAG_LATER : FRAG_FIRST;
+	return frag->nexthdr;
 }
 
 static __always_inline int is_local(struct aioxdp_endpoint *dst)
@@ -164,17 +306,507 @@ static __always_inline int in_port_range(__u16 port_be)
 }
 
 /* dst carries the destination address and port of a TCP segment. */
-static __always_inline int is_ours(struct aioxdp_endpoint *dst)
+static __always_inline enum owner is_ours(struct aioxdp_endpoint *dst)
 {
 	struct aioxdp_endpoint wildcard = {};
 
 	if (bpf_map_lookup_elem(&listeners, dst))
-		return 1;
+		return OURS_LISTENER;
 	if (!is_local(dst))
-		return 0;
+		return NOT_OURS;
 	wildcard.port = dst->port;
 	wildcard.family = dst->family;
-	return bpf_map_lookup_elem(&listeners, &wildcard) || in_port_range(dst->port);
+	if (bpf_map_lookup_elem(&listeners, &wildcard))
+		return OURS_LISTENER;
+	return in_port_range(dst->port) ? OURS_PORT_RANGE : NOT_OURS;
+}
+
+/* ---- 1. malformed ---------------------------------------------------------- */
+
+/* The IP length must cover the headers parsed and fit in the frame (Ethernet
+ * padding may follow it). */
+static __always_inline int bad_length(struct xdp_md *ctx, struct packet *pk, void *tcp_end)
+{
+	__u32 l3_offset = pk->l3 - (void *)(long)ctx->data;
+	__u32 headers = tcp_end - pk->l3;
+	__u32 frame = bpf_xdp_get_buff_len(ctx);
+
+	return pk->l3_len < headers || l3_offset + pk->l3_len > frame;
+}
+
+/* RFC 9293 §3.10.7: combinations no correct peer sends (TCP-CHECKLIST 19) */
+static __always_inline int bad_flags(__u8 flags)
+{
+	if (!(flags & (TCP_FLAGS_SYN | TCP_FLAGS_ACK | TCP_FLAGS_RST)))
+		return 1; /* no flags, or only FIN/PSH/URG */
+	if ((flags & TCP_FLAGS_SYN) && (flags & (TCP_FLAGS_FIN | TCP_FLAGS_RST)))
+		return 1;
+	return (flags & TCP_FLAGS_FIN) && !(flags & TCP_FLAGS_ACK);
+}
+
+/* ---- 2. and 3. sources -------------------------------------------------------- */
+
+/* The source as an LPM/bucket key: IPv4 mapped into IPv6 (RFC 4291 §2.5.5.2). */
+static __always_inline void source_key(struct packet *pk, struct aioxdp_lpm_key *key)
+{
+	key->prefixlen = 128;
+	if (pk->src.family == AIOXDP_FAMILY_IPV4) {
+		__builtin_memset(key->addr, 0, 10);
+		key->addr[10] = key->addr[11] = 0xff;
+		__builtin_memcpy(key->addr + 12, pk->src.addr, 4);
+	} else {
+		__builtin_memcpy(key->addr, pk->src.addr, 16);
+	}
+}
+
+static __always_inline int listed(void *list, struct aioxdp_lpm_key *key)
+{
+	__u64 *hits = bpf_map_lookup_elem(list, key);
+
+	if (hits)
+		__sync_fetch_and_add(hits, 1);
+	return hits != NULL;
+}
+
+/* GCRA, the token bucket as one timestamp per source: a packet is allowed
+ * when the source's theoretical arrival time is at most rate_burst_ns ahead
+ * of now, and moves it on by rate_interval_ns. Two CPUs racing on one
+ * source may both pass: exact to within one packet per concurrent CPU. */
+static __always_inline int rate_limited(struct aioxdp_config *cfg, struct aioxdp_lpm_key *key,
+					__u64 now)
+{
+	__u64 interval = cfg->rate_interval_ns;
+	__u64 *slot, tat;
+
+	if (!interval)
+		return 0;
+	slot = bpf_map_lookup_elem(&rate_buckets, key);
+	if (!slot) {
+		tat = now + interval;
+		bpf_map_update_elem(&rate_buckets, key, &tat, BPF_ANY);
+		return 0;
+	}
+	tat = *slot;
+	if (tat < now)
+		tat = now;
+	if (tat - now > cfg->rate_burst_ns)
+		return 1;
+	*slot = tat + interval;
+	return 0;
+}
+
+/* ---- 4. SYN cookies --------------------------------------------------------- */
+
+#define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                               \
+	do {                                                                   \
+		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);      \
+		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                         \
+		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                         \
+		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);      \
+	} while (0)
+#define SIPCOMPRESS(m)                                                         \
+	do {                                                                   \
+		v3 ^= (m); SIPROUND; SIPROUND; v0 ^= (m);                      \
+	} while (0)
+
+/* The low 32 bits of SipHash-2-4 (Aumasson & Bernstein 2012) of the 40-byte
+ * flow input under a 16-byte key, as cookies.flow_hash32: five message words
+ * and the length word, every round unrolled. Global functions (this one and
+ * the two below) are verified once, whatever their callers' states. */
+__noinline __u32 aioxdp_flow_hash32(const struct aioxdp_sipkey *key, const struct flow_input *in)
+{
+	const __u64 *m;
+	__u64 v0, v1, v2, v3;
+
+	if (!key || !in)
+		return 0;
+	m = (const __u64 *)in;
+	v0 = key->k[0] ^ 0x736f6d6570736575ULL;
+	v1 = key->k[1] ^ 0x646f72616e646f6dULL;
+	v2 = key->k[0] ^ 0x6c7967656e657261ULL;
+	v3 = key->k[1] ^ 0x7465646279746573ULL;
+	SIPCOMPRESS(m[0]);
+	SIPCOMPRESS(m[1]);
+	SIPCOMPRESS(m[2]);
+	SIPCOMPRESS(m[3]);
+	SIPCOMPRESS(m[4]);
+	SIPCOMPRESS((__u64)sizeof(*in) << 56);
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return (__u32)(v0 ^ v1 ^ v2 ^ v3);
+}
+
+/* cookies.py's 64-second counter, int(now) >> 6 */
+static __always_inline __u32 cookie_counter(__u64 now)
+{
+	return (__u32)((now / NSEC_PER_SEC) >> COOKIE_COUNTER_SHIFT);
+}
+
+/* Index into cookies.py's MSS_TABLE_V4/V6 (Linux's msstab): the largest
+ * entry not above the SYN's MSS, 0 when it has none. */
+static __always_inline __u32 mss_index(__u16 mss, int v6)
+{
+	if (mss >= 1460)
+		return 3;
+	if (mss >= 1440)
+		return 2;
+	return mss >= (v6 ? 1280 : 1300) ? 1 : 0;
+}
+
+/* cookies._check: is `cookie` one made with these keys for this flow, the
+ * client's ISN and the current or the previous counter? */
+static __always_inline int check_keys(const struct aioxdp_sipkey *key_a,
+				      const struct aioxdp_sipkey *key_b, struct flow_input *in,
+				      __u32 cookie, __u32 isn, __u32 counter)
+{
+	__u32 rest, age;
+
+	in->word = 0;
+	rest = cookie - aioxdp_flow_hash32(key_a, in) - isn;
+	age = (counter - (rest >> COOKIE_BITS)) & (0xffffffffU >> COOKIE_BITS);
+	if (age >= MAX_COOKIE_AGE)
+		return 0;
+	in->word = bpf_htonl(counter - age);
+	return ((rest - aioxdp_flow_hash32(key_b, in)) & COOKIE_MASK) < 4; /* MSS table size */
+}
+
+/* cookies.check_cookie on an ACK (cookie = SEG.ACK - 1, isn = SEG.SEQ - 1),
+ * under the current keys, then the previous ones. */
+__noinline int aioxdp_cookie_valid(struct flow_input *in, __u32 cookie, __u32 isn, __u64 now)
+{
+	__u32 zero = 0, counter = cookie_counter(now);
+	struct aioxdp_cookie_keys *keys = bpf_map_lookup_elem(&cookie_keys, &zero);
+
+	if (!in || !keys)
+		return 0;
+	if (check_keys(&keys->a[0], &keys->b[0], in, cookie, isn, counter))
+		return 1;
+	return keys->has_previous &&
+	       check_keys(&keys->a[1], &keys->b[1], in, cookie, isn, counter);
+}
+
+/* Is cookie mode on? Counts this SYN into the global 100 ms window; above
+ * the threshold, cookie mode holds for AIOXDP_COOKIE_HOLD_NS after the last
+ * window that crossed it. Races between CPUs only blur the count. */
+static __always_inline int cookie_mode(struct aioxdp_config *cfg, struct aioxdp_syn_state *st,
+				       __u64 now)
+{
+	if (cfg->syn_cookies != AIOXDP_SYNCOOKIES_ON)
+		return 0;
+	if (now - st->window_start_ns >= AIOXDP_SYN_WINDOW_NS) {
+		st->window_start_ns = now;
+		st->syns = 0;
+	}
+	__sync_fetch_and_add(&st->syns, 1);
+	if (st->syns > cfg->syn_threshold)
+		st->cookies_until_ns = now + AIOXDP_COOKIE_HOLD_NS;
+	return now < st->cookies_until_ns;
+}
+
+/* What a cookie SYN-ACK needs from its SYN, copied out of the packet so that
+ * one global function, verified once, builds the reply. */
+struct syn_info {
+	struct flow_input flow; /* word 0 */
+	__u64 now;
+	__u32 seq; /* host order */
+	__u32 options_offset; /* from the frame's start */
+	__u32 options_len;
+	__u8 v6;
+	__u8 vlan;
+};
+
+/* The SYN's MSS, window scale, SACK-permitted and TSval (RFC 9293 §3.2,
+ * RFC 7323, RFC 2018), from the option bytes copied to `opt` (64 bytes, zero
+ * past `len`). Unrolled over every position, reading only at constant
+ * offsets: `next` (where the next option starts) is only compared, so the
+ * verifier's states stay few. */
+static __always_inline void parse_syn_options(const __u8 *opt, __u32 len, struct syn_options *o)
+{
+	__u32 next = 0;
+
+#pragma unroll
+	for (__u32 pos = 0; pos < 40; pos++) {
+		__u8 kind = opt[pos], size = opt[pos + 1];
+
+		if (pos != next || pos >= len)
+			continue;
+		if (kind == 0) { /* end of option list */
+			next = 64;
+			continue;
+		}
+		if (kind == 1) { /* no-operation */
+			next = pos + 1;
+			continue;
+		}
+		if (size < 2 || pos + size > len) {
+			next = 64;
+			continue;
+		}
+		if (kind == 2 && size == 4) {
+			o->mss = (__u16)opt[pos + 2] << 8 | opt[pos + 3];
+		} else if (kind == 3 && size == 3) {
+			o->wscale = opt[pos + 2];
+			o->has_wscale = 1;
+		} else if (kind == 4) {
+			o->sack = 1;
+		} else if (kind == 8 && size == 10) {
+			o->tsval = (__u32)opt[pos + 2] << 24 | (__u32)opt[pos + 3] << 16 |
+				   (__u32)opt[pos + 4] << 8 | opt[pos + 5];
+			o->has_ts = 1;
+		}
+		next = pos + size;
+	}
+}
+
+static __always_inline __u16 csum_fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+static __always_inline void put32(__u8 *p, __u32 value)
+{
+	__be32 be = bpf_htonl(value);
+
+	__builtin_memcpy(p, &be, 4);
+}
+
+/* The SYN-ACK's TCP options after MSS, with timestamps: SACK-permitted (or
+ * two NOPs), TS, then window scale (or four NOPs): 16 bytes, Linux's order. */
+static __always_inline void put_ts_options(__u8 *op, int sack, __u32 tsval, __u32 tsecr,
+					   int wscale)
+{
+	op[0] = sack ? 4 : 1;
+	op[1] = sack ? 2 : 1;
+	op[2] = 8;
+	op[3] = 10;
+	put32(op + 4, tsval);
+	put32(op + 8, tsecr);
+	op[12] = 1;
+	op[13] = wscale >= 0 ? 3 : 1;
+	op[14] = wscale >= 0 ? 3 : 1;
+	op[15] = wscale >= 0 ? (__u8)wscale : 1;
+}
+
+/* Turns a SYN into its cookie SYN-ACK in place and returns XDP_TX, or
+ * XDP_DROP when the frame cannot be reshaped: the segment userspace's
+ * ConnectionTable._send_cookie would send, with cookies.make_cookie's ISN and
+ * TSval. */
+__noinline int aioxdp_syn_cookie_reply(struct xdp_md *ctx, struct syn_info *si)
+{
+	__u32 zero = 0;
+	struct aioxdp_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	struct aioxdp_cookie_keys *keys = bpf_map_lookup_elem(&cookie_keys, &zero);
+	struct flow_input in;
+	struct syn_options o = {};
+	__u8 opt[64] = {};
+	__u32 counter, cookie, isn, tsval = 0, ip_len, tcp_len, l3_offset, len;
+	int v6, ts, wscale = -1, sack = 0;
+	void *data, *end;
+	struct ethhdr *eth;
+	struct tcphdr *t;
+	__u8 mac[ETH_ALEN];
+	__u64 sum;
+
+	if (!si || !cfg || !keys)
+		return XDP_DROP;
+	len = si->options_len;
+	if (len > 40)
+		return XDP_DROP;
+	if (len && bpf_xdp_load_bytes(ctx, si->options_offset & 0xff, opt, len))
+		return XDP_DROP;
+	parse_syn_options(opt, len, &o);
+	in = si->flow;
+	v6 = si->v6;
+	isn = si->seq;
+	counter = cookie_counter(si->now);
+	in.word = 0;
+	cookie = aioxdp_flow_hash32(&keys->a[0], &in) + isn + (counter << COOKIE_BITS);
+	in.word = bpf_htonl(counter);
+	cookie += (aioxdp_flow_hash32(&keys->b[0], &in) + mss_index(o.mss, v6)) & COOKIE_MASK;
+
+	/* Without timestamps nothing but the MSS survives a cookie */
+	ts = o.has_ts && (cfg->synack_options & AIOXDP_SYNACK_TIMESTAMPS);
+	if (ts) {
+		/* Linux's cookie_init_timestamp: our ms clock with its low bits
+		 * replaced by the SYN's options, never ahead of the clock */
+		__u32 ts_now = (__u32)(si->now / NSEC_PER_MSEC);
+		__u32 bits = o.has_wscale ? (o.wscale < MAX_WSCALE ? o.wscale : MAX_WSCALE)
+					  : TS_OPT_WSCALE_MASK;
+
+		if (o.sack)
+			bits |= TS_OPT_SACK;
+		tsval = (ts_now >> TS_BITS) << TS_BITS | bits;
+		if (tsval > ts_now)
+			tsval -= 1U << TS_BITS;
+		if (o.has_wscale && (cfg->synack_options & AIOXDP_SYNACK_WSCALE))
+			wscale = cfg->synack_wscale;
+		sack = o.sack && (cfg->synack_options & AIOXDP_SYNACK_SACK);
+	}
+
+	l3_offset = sizeof(struct ethhdr) + (si->vlan ? 4 : 0);
+	ip_len = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	tcp_len = sizeof(struct tcphdr) + (ts ? 20 : 4);
+	if (bpf_xdp_adjust_tail(ctx, (int)(l3_offset + ip_len + tcp_len) -
+					  (int)bpf_xdp_get_buff_len(ctx)))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+
+	eth = data;
+	if ((void *)(eth + 1) > end)
+		return XDP_DROP;
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+
+	if (v6) {
+		struct ipv6hdr *ip6 = data + l3_offset;
+		struct {
+			__u8 saddr[16];
+			__u8 daddr[16];
+			__be32 len;
+			__be32 nexthdr;
+		} pseudo; /* RFC 8200 §8.1 */
+
+		if ((void *)(ip6 + 1) > end)
+			return XDP_DROP;
+		*(__be32 *)ip6 = bpf_htonl(0x60000000);
+		ip6->payload_len = bpf_htons(tcp_len);
+		ip6->nexthdr = IPPROTO_TCP;
+		ip6->hop_limit = TTL;
+		__builtin_memcpy(&ip6->saddr, in.local_addr, 16);
+		__builtin_memcpy(&ip6->daddr, in.remote_addr, 16);
+		__builtin_memcpy(pseudo.saddr, in.local_addr, 16);
+		__builtin_memcpy(pseudo.daddr, in.remote_addr, 16);
+		pseudo.len = bpf_htonl(tcp_len);
+		pseudo.nexthdr = bpf_htonl(IPPROTO_TCP);
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+		t = (struct tcphdr *)(ip6 + 1);
+	} else {
+		struct iphdr *ip = data + l3_offset;
+		struct {
+			__u8 saddr[4];
+			__u8 daddr[4];
+			__be32 proto_len;
+		} pseudo; /* RFC 9293 §3.1 */
+
+		if ((void *)(ip + 1) > end)
+			return XDP_DROP;
+		*(__u8 *)ip = 0x45; /* version 4, 5 words */
+		ip->tos = 0;
+		ip->tot_len = bpf_htons(ip_len + tcp_len);
+		ip->id = 0;
+		ip->frag_off = bpf_htons(IP_DF);
+		ip->ttl = TTL;
+		ip->protocol = IPPROTO_TCP;
+		ip->check = 0;
+		__builtin_memcpy(&ip->saddr, in.local_addr, 4);
+		__builtin_memcpy(&ip->daddr, in.remote_addr, 4);
+		ip->check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
+		__builtin_memcpy(pseudo.saddr, in.local_addr, 4);
+		__builtin_memcpy(pseudo.daddr, in.remote_addr, 4);
+		pseudo.proto_len = bpf_htonl(IPPROTO_TCP << 16 | tcp_len);
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+		t = (struct tcphdr *)(ip + 1);
+	}
+
+	if ((void *)t + sizeof(*t) + 4 > end)
+		return XDP_DROP;
+	t->source = in.local_port;
+	t->dest = in.remote_port;
+	t->seq = bpf_htonl(cookie);
+	t->ack_seq = bpf_htonl(isn + 1);
+	((__u8 *)t)[12] = (__u8)(tcp_len / 4) << 4;
+	((__u8 *)t)[13] = TCP_FLAGS_SYN | TCP_FLAGS_ACK;
+	t->window = bpf_htons(cfg->synack_window);
+	t->check = 0;
+	t->urg_ptr = 0;
+	((__u8 *)(t + 1))[0] = 2; /* MSS */
+	((__u8 *)(t + 1))[1] = 4;
+	((__u8 *)(t + 1))[2] = cfg->synack_mss >> 8;
+	((__u8 *)(t + 1))[3] = cfg->synack_mss & 0xff;
+	if (ts) {
+		if ((void *)t + sizeof(*t) + 20 > end)
+			return XDP_DROP;
+		put_ts_options((__u8 *)(t + 1) + 4, sack, tsval, o.tsval, wscale);
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)t, sizeof(*t) + 20, sum);
+	} else {
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)t, sizeof(*t) + 4, sum);
+	}
+	t->check = csum_fold(sum);
+	return XDP_TX;
+}
+
+static __always_inline void flow_of(struct packet *pk, struct flow_input *in)
+{
+	__builtin_memcpy(in->local_addr, pk->dst.addr, 16);
+	__builtin_memcpy(in->remote_addr, pk->src.addr, 16);
+	in->local_port = pk->dst.port;
+	in->remote_port = pk->src.port;
+	in->word = 0;
+}
+
+/* Stages 2-4 for a well-formed segment aimed at one of our flows: returns
+ * an XDP action once it has decided (and counted), or -1 to redirect. */
+static __always_inline int protect(struct xdp_md *ctx, struct packet *pk, enum owner owner,
+				   __u8 flags)
+{
+	__u32 zero = 0;
+	struct aioxdp_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	struct aioxdp_syn_state *st = bpf_map_lookup_elem(&syn_state, &zero);
+	struct aioxdp_lpm_key source;
+	struct syn_info si = {};
+	__u64 now = bpf_ktime_get_ns();
+	int action;
+
+	if (!cfg || !st)
+		return -1;
+	source_key(pk, &source);
+	if (listed(&deny_list, &source))
+		return verdict(AIOXDP_CNT_DROP_DENIED, XDP_DROP);
+	if (cfg->allow_only && !listed(&allow_list, &source))
+		return verdict(AIOXDP_CNT_DROP_NOT_ALLOWED, XDP_DROP);
+	if (rate_limited(cfg, &source, now))
+		return verdict(AIOXDP_CNT_DROP_RATE_LIMITED, XDP_DROP);
+
+	flow_of(pk, &si.flow);
+	if ((flags & (TCP_FLAGS_SYN | TCP_FLAGS_ACK)) == TCP_FLAGS_SYN) {
+		if (!cookie_mode(cfg, st, now)) {
+			if (owner == OURS_LISTENER)
+				count(AIOXDP_CNT_SYN_PASSED);
+			return -1;
+		}
+		if (owner != OURS_LISTENER) /* no listener to answer for */
+			return verdict(AIOXDP_CNT_SYN_DROPPED, XDP_DROP);
+		st->last_cookie_ns = now;
+		si.now = now;
+		si.seq = bpf_ntohl(pk->tcp->seq);
+		si.options_offset = (void *)(pk->tcp + 1) - (void *)(long)ctx->data;
+		si.options_len = pk->tcp->doff * 4 - sizeof(struct tcphdr);
+		si.v6 = pk->dst.family == AIOXDP_FAMILY_IPV6;
+		si.vlan = pk->vlan;
+		action = aioxdp_syn_cookie_reply(ctx, &si);
+		return verdict(action == XDP_TX ? AIOXDP_CNT_SYN_COOKIE_SENT
+						: AIOXDP_CNT_SYN_DROPPED, action);
+	}
+	/* an ACK to a listener within a cookie's validity (two counters,
+	 * 128 s) of the last cookie sent: checked and counted, not dropped,
+	 * since it may belong to an established connection XDP cannot see */
+	if ((flags & (TCP_FLAGS_ACK | TCP_FLAGS_SYN | TCP_FLAGS_RST)) == TCP_FLAGS_ACK &&
+	    owner == OURS_LISTENER && st->last_cookie_ns &&
+	    now - st->last_cookie_ns < (MAX_COOKIE_AGE * NSEC_PER_SEC) << COOKIE_COUNTER_SHIFT)
+		count(aioxdp_cookie_valid(&si.flow, bpf_ntohl(pk->tcp->ack_seq) - 1,
+					  bpf_ntohl(pk->tcp->seq) - 1, now)
+			      ? AIOXDP_CNT_COOKIE_ACK_VALID
+			      : AIOXDP_CNT_COOKIE_ACK_INVALID);
+	return -1;
 }
 
 SEC("xdp")
@@ -184,23 +816,26 @@ int aioxdp_redirect(struct xdp_md *ctx)
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
 	};
-	struct aioxdp_endpoint dst = {};
+	struct packet pk = {};
 	struct tcphdr *tcp;
+	enum owner owner;
 	__u16 proto;
-	int l4;
+	__u8 flags;
+	int l4, action;
 
-	proto = parse_ethernet(&c);
+	proto = parse_ethernet(&c, &pk);
 	if (proto == bpf_htons(ETH_P_IP))
-		l4 = parse_ipv4(&c, &dst);
+		l4 = parse_ipv4(&c, &pk);
 	else if (proto == bpf_htons(ETH_P_IPV6))
-		l4 = parse_ipv6(&c, &dst);
+		l4 = parse_ipv6(&c, &pk);
 	else
 		return verdict(AIOXDP_CNT_PASS_NOT_IP, XDP_PASS);
 
 	/* the kernel drops a truncated IP header as well (ip_rcv_core) */
 	if (l4 == -1)
 		return verdict(AIOXDP_CNT_DROP_MALFORMED, XDP_DROP);
-	if (l4 == -2)
+	/* a later fragment carries no ports to judge it by: the kernel's */
+	if (pk.fragment == FRAG_LATER)
 		return verdict(AIOXDP_CNT_PASS_FRAGMENT, XDP_PASS);
 	if (l4 != IPPROTO_TCP)
 		return verdict(AIOXDP_CNT_PASS_NOT_TCP, XDP_PASS);
@@ -208,15 +843,29 @@ int aioxdp_redirect(struct xdp_md *ctx)
 	/* RFC 9293 §3.1: data offset counts 32-bit words, at least 5 */
 	tcp = take(&c, sizeof(*tcp));
 	if (!tcp || tcp->doff < 5 || !take(&c, (tcp->doff - 5) * 4)) {
-		if (is_local(&dst))
+		if (is_local(&pk.dst))
 			return verdict(AIOXDP_CNT_DROP_MALFORMED, XDP_DROP);
 		return verdict(AIOXDP_CNT_PASS_NOT_OURS, XDP_PASS);
 	}
-	dst.port = tcp->dest;
-	if (!is_ours(&dst))
-		return verdict(AIOXDP_CNT_PASS_NOT_OURS, XDP_PASS);
+	pk.tcp = tcp;
+	pk.dst.port = tcp->dest;
+	pk.src.port = tcp->source;
+	owner = is_ours(&pk.dst);
+	if (owner == NOT_OURS)
+		return verdict(pk.fragment ? AIOXDP_CNT_PASS_FRAGMENT : AIOXDP_CNT_PASS_NOT_OURS,
+			       XDP_PASS);
 
-	/* protection stage goes here */
+	/* TCP-CHECKLIST 20: no reassembly here, and the stack never fragments */
+	if (pk.fragment)
+		return verdict(AIOXDP_CNT_DROP_FRAGMENT, XDP_DROP);
+	if (bad_length(ctx, &pk, c.pos))
+		return verdict(AIOXDP_CNT_DROP_BAD_LENGTH, XDP_DROP);
+	flags = ((__u8 *)tcp)[13];
+	if (bad_flags(flags))
+		return verdict(AIOXDP_CNT_DROP_BAD_FLAGS, XDP_DROP);
+	action = protect(ctx, &pk, owner, flags);
+	if (action >= 0)
+		return action;
 
 	if (bpf_redirect_map(&xsks_map, ctx->rx_queue_index, XDP_PASS) == XDP_REDIRECT)
 		return verdict(AIOXDP_CNT_REDIRECTED, XDP_REDIRECT);

@@ -29,23 +29,95 @@ struct aioxdp_port_range {
 	__u16 hi;
 };
 
-/* One per-CPU counter per verdict, indices into the `counters` map. The
- * protection stage (rate limits, SYN cookies, allow/deny lists) adds its own
- * verdicts before AIOXDP_CNT_MAX; userspace reads names from the Python list
- * in aioxdp/_xsk/__init__.py, which must follow this order. */
+/* One per-CPU counter per verdict, indices into the `counters` map;
+ * userspace reads names from COUNTER_NAMES in aioxdp/_xsk/__init__.py, which
+ * must follow this order. */
 enum aioxdp_counter {
 	AIOXDP_CNT_PASS_NOT_IP = 0, /* ARP, LLDP, anything but IPv4/IPv6 */
 	AIOXDP_CNT_PASS_NOT_TCP, /* ICMP, UDP, ND, IPv6 extension headers */
-	AIOXDP_CNT_PASS_FRAGMENT, /* IPv4 fragments: left to the kernel */
+	AIOXDP_CNT_PASS_FRAGMENT, /* fragments not aimed at us: left to the kernel */
 	AIOXDP_CNT_PASS_NOT_OURS, /* TCP for the kernel's own sockets */
 	AIOXDP_CNT_REDIRECTED, /* handed to the AF_XDP socket */
 	AIOXDP_CNT_REDIRECT_NO_SOCKET, /* ours, but no socket on this queue: passed */
 	AIOXDP_CNT_DROP_MALFORMED, /* truncated headers aimed at one of our flows */
+	/* protection stage: only traffic to our own flows gets this far */
+	AIOXDP_CNT_DROP_BAD_LENGTH, /* IP length beyond the frame or short of the TCP header */
+	AIOXDP_CNT_DROP_BAD_FLAGS, /* SYN+FIN, SYN+RST, FIN without ACK, no SYN/ACK/RST */
+	AIOXDP_CNT_DROP_FRAGMENT, /* first fragment (IPv4 or IPv6) aimed at our ports */
+	AIOXDP_CNT_DROP_DENIED, /* source in the deny list */
+	AIOXDP_CNT_DROP_NOT_ALLOWED, /* allow-only mode, source not in the allow list */
+	AIOXDP_CNT_DROP_RATE_LIMITED, /* source above its token bucket */
+	AIOXDP_CNT_SYN_PASSED, /* SYN to a listener handed to userspace (no cookie mode) */
+	AIOXDP_CNT_SYN_COOKIE_SENT, /* SYN answered with a cookie SYN-ACK by XDP_TX */
+	AIOXDP_CNT_SYN_DROPPED, /* SYN in cookie mode that could not be answered */
+	AIOXDP_CNT_COOKIE_ACK_VALID, /* ACK to a listener carrying a valid cookie */
+	AIOXDP_CNT_COOKIE_ACK_INVALID, /* ACK to a listener without one (maybe established) */
 	AIOXDP_CNT_MAX,
+};
+
+/* The `config` array's single entry, written by userspace (aioxdp/protect.py)
+ * with a read-modify-write; zero everywhere means no protection. */
+struct aioxdp_config {
+	/* token bucket per source, as GCRA: a packet costs rate_interval_ns of
+	 * credit, a source may run rate_burst_ns ahead. interval 0 = no limit */
+	__u64 rate_interval_ns;
+	__u64 rate_burst_ns;
+	/* SYN cookies: AIOXDP_SYNCOOKIES_OFF, or ON when more than syn_threshold
+	 * SYNs reach our listeners within one AIOXDP_SYN_WINDOW_NS (0: always) */
+	__u32 syn_threshold;
+	__u8 syn_cookies;
+	__u8 allow_only; /* 1: only sources in `allow_list` reach the stack */
+	/* the cookie SYN-ACK's own options, as the userspace table would send
+	 * them (aioxdp/tcp/table.py _send_cookie) */
+	__u16 synack_mss;
+	__u16 synack_window; /* unscaled, as in every SYN-ACK */
+	__u8 synack_wscale; /* our shift when the SYN offered window scaling */
+	__u8 synack_options; /* AIOXDP_SYNACK_* */
+	__u32 pad;
+};
+
+#define AIOXDP_SYNCOOKIES_OFF 0
+#define AIOXDP_SYNCOOKIES_ON 1
+#define AIOXDP_SYNACK_TIMESTAMPS 1
+#define AIOXDP_SYNACK_WSCALE 2
+#define AIOXDP_SYNACK_SACK 4
+#define AIOXDP_SYN_WINDOW_NS 100000000ULL /* SYN rate measured per 100 ms */
+#define AIOXDP_COOKIE_HOLD_NS 1000000000ULL /* cookie mode lasts 1 s past the flood */
+
+/* A SipHash key as aioxdp/tcp/cookies.py reads it: 16 bytes, two
+ * little-endian u64. */
+struct aioxdp_sipkey {
+	__u64 k[2];
+};
+
+/* The cookie keys of aioxdp/tcp/cookies.py's CookieSecrets: [0] current,
+ * [1] previous (valid when has_previous). */
+struct aioxdp_cookie_keys {
+	struct aioxdp_sipkey a[2];
+	struct aioxdp_sipkey b[2];
+	__u32 has_previous;
+	__u32 pad;
+};
+
+/* The `syn_state` array's single entry: the global SYN rate measure. */
+struct aioxdp_syn_state {
+	__u64 window_start_ns;
+	__u64 syns; /* SYNs to listeners since window_start_ns */
+	__u64 cookies_until_ns; /* cookie mode stays on until then */
+	__u64 last_cookie_ns; /* the last cookie sent (ACK validation window) */
+};
+
+/* Key of `deny_list` and `allow_list` (LPM tries): IPv6, or IPv4 as
+ * ::ffff:a.b.c.d (RFC 4291 §2.5.5.2) with prefixlen 96 + the IPv4 length. */
+struct aioxdp_lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
 };
 
 #define AIOXDP_MAX_QUEUES 64
 #define AIOXDP_MAX_LISTENERS 4096
 #define AIOXDP_MAX_LOCAL_ADDRS 256
+#define AIOXDP_MAX_PREFIXES 65536
+#define AIOXDP_MAX_SOURCES 65536 /* rate-limit buckets (LRU) */
 
 #endif

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import subprocess
@@ -28,9 +29,11 @@ PORT = 8080
 METRICS_PORT = 9100
 
 
-def aioxdp(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def aioxdp(*args: str, timeout: float = 60.0,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "aioxdp", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, check=False)
+                          text=True, timeout=timeout, cwd=ROOT, check=False,
+                          env=None if env is None else {**os.environ, **env})
 
 
 # -- argument errors: exit status 2 and one clear line ------------------------------------------
@@ -81,6 +84,11 @@ def test_console_entry_point_runs_the_same_cli() -> None:
     assert result.returncode == 0
     for command in ("run", "stats", "topo", "demo"):
         assert command in result.stdout
+    script = Path(sys.executable).parent / "aioxdp"  # pyproject's [project.scripts]
+    if script.exists():
+        bad = subprocess.run([str(script), "run", "nocolon"], capture_output=True, text=True)
+        assert bad.returncode == 2
+        assert "aioxdp run: error: expected MODULE:APP" in bad.stderr
 
 
 # -- stats: formatting and the unix socket ------------------------------------------------------
@@ -182,7 +190,7 @@ async def test_stale_socket_is_reported_then_replaced(stats_dir: Path) -> None:
 def test_stats_command_without_stacks_says_so(stats_dir: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["stats", "--interface", "eth9"]) == 1
-    assert "no running aioxdp stack for eth9" in capsys.readouterr().out
+    assert "no running aioxdp stack for eth9 answered" in capsys.readouterr().out
     assert cli.main(["stats", "--json"]) == 1
     assert json.loads(capsys.readouterr().out) == []
 
@@ -222,19 +230,24 @@ def test_topo_up_then_down_leaves_nothing() -> None:
 
 
 @pytest.mark.netns
-def test_topo_down_without_prefix_removes_every_recorded_one() -> None:
+def test_topo_down_without_prefix_removes_every_recorded_one(tmp_path: Path) -> None:
     prefixes = [f"axr{time.monotonic_ns() % 10**7}{i}" for i in range(2)]
+    # records of its own: a bare `topo down` must not take down what others left up
+    env = {"AIOXDP_RUN_DIR": str(tmp_path)}
     try:
         for prefix in prefixes:
-            assert aioxdp("topo", "up", "--prefix", prefix).returncode == 0
-        down = aioxdp("topo", "down")
+            assert aioxdp("topo", "up", "--prefix", prefix, env=env).returncode == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            f"topo-{prefix}.json" for prefix in prefixes]
+        down = aioxdp("topo", "down", env=env)
         assert down.returncode == 0
         for prefix in prefixes:
             assert f"removed topology {prefix!r}" in down.stdout
         assert not {f"{p}-{side}" for p in prefixes for side in ("srv", "cli")} & netns_names()
+        assert list(tmp_path.iterdir()) == []
     finally:
         for prefix in prefixes:
-            cli.remove_topology(prefix)
+            Topology(prefix=prefix).down()
 
 
 def client(topo: Topology, *cmd: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
@@ -289,6 +302,9 @@ def test_stats_and_metrics_while_running(topology: Topology, hello: AppProcess) 
     url = f"http://{topology.server_ip}:{PORT}/"
     for _ in range(3):
         assert curl_until_answered(topology, hello, url) == "Hello, world"
+    ping = client(topology, "ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1",
+                  topology.server_ip)
+    assert ping.returncode == 0, ping.stdout  # ICMP: passed to Linux, which answers
     result = aioxdp("stats", "--json", "--interface", topology.server_if)
     assert result.returncode == 0, result.stderr
     (snap,) = json.loads(result.stdout)
@@ -297,7 +313,7 @@ def test_stats_and_metrics_while_running(topology: Topology, hello: AppProcess) 
     assert topology.server_ip in snap["addresses"]
     redirected, passed, _dropped = cli.verdict_totals(snap["xdp"])
     assert redirected >= 3 * 4  # each curl: SYN, request, ACKs, FIN...
-    assert passed >= 1  # at least the client's ARP request
+    assert passed >= 2  # the echo requests
     table = aioxdp("stats", "--interface", topology.server_if)
     assert table.returncode == 0
     assert f"{topology.server_if} queue 0 — pid {hello.proc.pid}" in table.stdout
@@ -312,7 +328,34 @@ def test_stats_and_metrics_while_running(topology: Topology, hello: AppProcess) 
 
 
 @pytest.mark.netns
-@pytest.mark.slow
+@pytest.mark.parametrize("target", ["aioxdp.demo:hello_app", "async_factory:make_app"])
+def test_run_accepts_app_factories(topology: Topology, tmp_path: Path, target: str) -> None:
+    """A function returning the app, plain (the demo's fallback) or async."""
+    (tmp_path / "async_factory.py").write_text(
+        "from aioxdp.demo import hello_app\n\n\n"
+        "async def make_app():\n    return hello_app()\n")
+    cmd = aioxdp_run(target, "--interface", topology.server_if, "--host", topology.server_ip,
+                     "--port", str(PORT))
+    with AppProcess(topology, cmd, cwd=tmp_path, log=tmp_path / "app.log") as app:
+        url = f"http://{topology.server_ip}:{PORT}/"
+        assert curl_until_answered(topology, app, url) == "Hello, world"
+        assert app.stop() == 0, app.log_tail()
+    assert "on the bypass stack" in app.log.read_text()
+
+
+@pytest.mark.netns
+def test_run_without_host_serves_every_address_of_the_device(topology: Topology,
+                                                             tmp_path: Path) -> None:
+    cmd = aioxdp_run("examples.hello_aiohttp:app", "--interface", topology.server_if)
+    with AppProcess(topology, cmd, cwd=ROOT, log=tmp_path / "app.log") as app:
+        for host in (topology.server_ip, f"[{topology.server_ip6}]"):
+            url = f"http://{host}:{PORT}/"
+            assert curl_until_answered(topology, app, url) == "Hello, world"
+        assert app.stop() == 0, app.log_tail()
+    assert "on the bypass stack" in app.log.read_text()
+
+
+@pytest.mark.netns
 def test_demo_runs_end_to_end() -> None:
     result = aioxdp("demo", "--duration", "2", "--connections", "10", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -139,8 +139,9 @@ def test_fetch_from_kernel(topology: Topology) -> None:
                       "--port", "8000")],
             capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
         assert fetch.returncode == 0, fetch.stderr
-        assert fetch.stdout.startswith("HTTP/1.1 200 OK\r\n"), fetch.stdout
-        assert fetch.stdout.endswith("\r\n\r\nfrom the kernel stack")
+        # text mode: the response's CRLFs read as "\n"
+        assert fetch.stdout.startswith("HTTP/1.1 200 OK\n"), fetch.stdout
+        assert fetch.stdout.endswith("\n\nfrom the kernel stack")
         port, request_line = server.communicate(timeout=10)[0].split(" ", 1)
     finally:
         if server.poll() is None:

@@ -83,10 +83,20 @@ def test_interface_matches_ip_link_and_addr() -> None:
     assert Address(packed(topo.server_ip6), 64, V6) in facts.addresses
 
 
-def test_interface_follows_queue_count_in_use(topology: Topology) -> None:
-    """A one-queue veth: the driver's count, not a /sys listing of another namespace."""
-    facts = in_server_thread(topology, lambda: kernel.interface(topology.server_if))
-    assert facts.queues == 1
+def test_interface_counts_queues_in_use() -> None:
+    """Queues in use (ethtool -L), not queues allocated (what netlink reports)."""
+    with Topology(queues=4) as topo:
+        topo.exec(topo.server_ns, "ethtool", "-L", topo.server_if, "rx", "2")
+        facts = in_server_thread(topo, lambda: kernel.interface(topo.server_if))
+        link = ip_json(topo, topo.server_ns, "link", "show", "dev", topo.server_if)[0]
+    assert (facts.queues, link["num_rx_queues"]) == (2, 4)
+
+
+def test_interface_without_channels_or_mac(topology: Topology) -> None:
+    """lo: no ethtool channels (netlink's count is used), an all-zero MAC."""
+    lo = in_server_thread(topology, lambda: kernel.interface("lo"))
+    assert (lo.index, lo.mac, lo.mtu, lo.queues) == (1, bytes(6), 65536, 1)
+    assert Address(packed("127.0.0.1"), 8, V4) in lo.addresses
 
 
 def test_unknown_interface_raises(topology: Topology) -> None:

@@ -12,6 +12,10 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+
+from aioxdp._xsk import XdpProgram, XskSocket
+from aioxdp.topology import Topology
+
 from .test_xsk import (
     MODES,
     SYN,
@@ -27,9 +31,6 @@ from .test_xsk import (
     wait_for,
     with_ref_checksums,
 )
-
-from aioxdp._xsk import XdpProgram, XskSocket
-from aioxdp.topology import Topology
 
 pytestmark = pytest.mark.netns
 
@@ -136,7 +137,7 @@ def test_ours_without_a_socket_is_passed_and_counted(topology: Topology) -> None
             assert prog.counters()["redirect_no_socket"] >= 1
 
 
-def test_truncated_headers_are_dropped_and_fragments_passed(stack: Stack) -> None:
+def test_truncated_headers_and_first_fragments_are_dropped(stack: Stack) -> None:
     t, prog = stack.topo, stack.prog
     prog.add_local_address(packed_address(t.server_ip))
     prog.add_listener(packed_address(t.server_ip), 2)
@@ -148,14 +149,17 @@ def test_truncated_headers_are_dropped_and_fragments_passed(stack: Stack) -> Non
     half_tcp = 14 + 20 + 10
     fragment = bytearray(segment(t.server_ip))
     fragment[14 + 6] |= 0x20  # more fragments
+    later = bytearray(segment(t.server_ip))
+    later[14 + 7] = 1  # fragment offset 8: no ports to judge by, the kernel's
     inject(t, [segment(t.server_ip)[:half_tcp], segment("198.18.0.77")[:half_tcp],
-               bytes(fragment),
+               bytes(fragment), bytes(later),
                # an IPv4 header shorter than 20 bytes
                stack.server_mac + stack.client_mac + b"\x08\x00\x45" + bytes(9)])
     # ping after them: once its ARP and ICMP are counted, the others were too
     t.exec(t.client_ns, "ping", "-c1", "-W2", t.server_ip)
     counters = prog.counters()
     assert counters["dropped_malformed"] == 2
+    assert counters["dropped_fragment"] == 1  # a first fragment aimed at our port
     assert counters["passed_fragment"] == 1
     assert counters["passed_not_ours"] >= 1
     assert counters["redirected"] == 0

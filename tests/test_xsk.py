@@ -292,8 +292,11 @@ def junk_frames(count: int, size: int = 64) -> bytes:
 
 
 @pytest.mark.netns
-def test_send_queues_only_what_fits_then_recycles(topology: Topology) -> None:
-    with open_stack(topology, "skb", num_frames=64, rx_size=32, tx_size=64) as s:
+@pytest.mark.parametrize("need_wakeup,frame_size", [(True, 2048), (False, 4096)])
+def test_send_queues_only_what_fits_then_recycles(
+        topology: Topology, need_wakeup: bool, frame_size: int) -> None:
+    with open_stack(topology, "skb", num_frames=64, rx_size=32, tx_size=64,
+                    need_wakeup=need_wakeup, frame_size=frame_size) as s:
         initial = s.xsk.free_frames
         assert initial == 32  # half the frames wait in the fill ring
         queued = s.xsk.send(junk_frames(100), array("H", [64] * 100))
@@ -361,3 +364,29 @@ def test_recv_spans_point_into_the_umem_and_close_is_final(stack: Stack) -> None
         stack.xsk.recv()
     with pytest.raises(ValueError):
         stack.xsk.send(syn, [len(syn)])
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("mode", MODES)
+def test_one_socket_per_queue_on_a_multiqueue_link(mode: str) -> None:
+    """Frames reach the socket of the queue they arrived on; with a socket
+    on every queue, none is left to the kernel."""
+    with Topology(queues=2) as t, t.server():
+        ifindex = socket.if_nametoindex(t.server_if)
+        with XdpProgram.load(ifindex, mode=mode) as prog, \
+                XskSocket(t.server_if, 0, prog, mode=mode) as q0, \
+                XskSocket(t.server_if, 1, prog, mode=mode) as q1:
+            prog.add_listener(packed_address(t.server_ip), 7500)
+            clients = [connect_nonblocking(t, t.server_ip, 7500) for _ in range(16)]
+            ports = {c.getsockname()[1] for c in clients}
+            seen: set[int] = set()
+            deadline = time.monotonic() + 5
+            while seen != ports and time.monotonic() < deadline:
+                select.select([q0, q1], [], [], 0.1)
+                for q in (q0, q1):
+                    seen |= {seg.sport for f in q.recv() if (seg := parse_tcp(f))}
+            for c in clients:
+                c.close()
+            assert seen == ports
+            assert prog.counters()["redirect_no_socket"] == 0
+            assert q0.stats()["rx"] + q1.stats()["rx"] >= len(ports)

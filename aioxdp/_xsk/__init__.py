@@ -27,8 +27,12 @@ from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ._xsk import ffi, lib
+
+if TYPE_CHECKING:
+    from ..protect import Protection
 
 __all__ = [
     "COUNTER_NAMES",
@@ -54,6 +58,17 @@ COUNTER_NAMES: tuple[str, ...] = (
     "redirected",
     "redirect_no_socket",
     "dropped_malformed",
+    "dropped_bad_length",
+    "dropped_bad_flags",
+    "dropped_fragment",
+    "dropped_denied",
+    "dropped_not_allowed",
+    "dropped_rate_limited",
+    "syn_passed",
+    "syn_cookie_sent",
+    "syn_dropped",
+    "cookie_ack_valid",
+    "cookie_ack_invalid",
 )
 if len(COUNTER_NAMES) != lib.AIOXDP_CNT_MAX:
     raise ImportError("COUNTER_NAMES is out of step with enum aioxdp_counter (aioxdp_common.h)")
@@ -135,6 +150,7 @@ class XdpProgram:
     """
 
     def __init__(self, prog: object, ifindex: int, mode: str, attach: str) -> None:
+        # attach "found": opened by open_attached, owned by another process
         # detached when garbage-collected, if close() was never called
         self._prog = ffi.gc(prog, lib.axp_close)
         self.ifindex = ifindex
@@ -169,6 +185,33 @@ class XdpProgram:
         hint = " (another XDP program is attached there)" if busy else ""
         _check(ret, f"attaching {obj.name} to ifindex {ifindex} ({mode}, {attach}){hint}")
         return cls(prog, ifindex, mode, attach)
+
+    @classmethod
+    def open_attached(cls, ifindex: int) -> XdpProgram:
+        """The aioxdp program some other process attached to ``ifindex``
+        (link attach, SKB or native mode), to edit its maps and read its
+        counters. It is found by id (bpf_xdp_query, then the program's map
+        ids), which works from any network namespace and needs no bpffs.
+        :meth:`close` only closes the map fds; the program stays attached.
+        Raises FileNotFoundError when no aioxdp program is attached there."""
+        prog = ffi.new("struct axp_prog *")
+        ret = lib.axp_open_attached(prog, ifindex)
+        if ret == -errno.ENOENT:
+            raise FileNotFoundError(errno.ENOENT,
+                                    f"no aioxdp XDP program attached to ifindex {ifindex}")
+        _check(ret, f"opening the XDP program of ifindex {ifindex}")
+        return cls(prog, ifindex, "native" if prog.native else "skb", "found")
+
+    def map_fd(self, name: str) -> int:
+        """The fd of one of the program's maps, by its name in aioxdp.bpf.c."""
+        return int(getattr(self._maps(), f"{name}_fd"))
+
+    @property
+    def protection(self) -> Protection:
+        """Rules and counters of the protection stage (aioxdp.protect)."""
+        from ..protect import Protection
+
+        return Protection(self)
 
     def _maps(self) -> object:
         if self._closed:
@@ -220,7 +263,7 @@ class XdpProgram:
         return dict(zip(COUNTER_NAMES, out, strict=True))
 
     def close(self) -> None:
-        """Detach and unload (idempotent)."""
+        """Detach and unload (idempotent); for ``open_attached``, close the fds."""
         if not self._closed:
             self._closed = True
             ffi.release(self._prog)  # runs axp_close now

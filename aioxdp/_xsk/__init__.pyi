@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from ..protect import Protection
+
 __all__ = [
     "COUNTER_NAMES",
     "XdpProgram",
@@ -40,6 +42,11 @@ class XdpProgram:
         attach: str = "link",
         path: str | os.PathLike[str] | None = None,
     ) -> XdpProgram: ...
+    @classmethod
+    def open_attached(cls, ifindex: int) -> XdpProgram: ...
+    def map_fd(self, name: str) -> int: ...
+    @property
+    def protection(self) -> Protection: ...
     @property
     def xsks_map_fd(self) -> int: ...
     def add_listener(self, addr: bytes, port: int) -> None: ...

@@ -27,6 +27,17 @@ enum aioxdp_counter {
     AIOXDP_CNT_REDIRECTED,
     AIOXDP_CNT_REDIRECT_NO_SOCKET,
     AIOXDP_CNT_DROP_MALFORMED,
+    AIOXDP_CNT_DROP_BAD_LENGTH,
+    AIOXDP_CNT_DROP_BAD_FLAGS,
+    AIOXDP_CNT_DROP_FRAGMENT,
+    AIOXDP_CNT_DROP_DENIED,
+    AIOXDP_CNT_DROP_NOT_ALLOWED,
+    AIOXDP_CNT_DROP_RATE_LIMITED,
+    AIOXDP_CNT_SYN_PASSED,
+    AIOXDP_CNT_SYN_COOKIE_SENT,
+    AIOXDP_CNT_SYN_DROPPED,
+    AIOXDP_CNT_COOKIE_ACK_VALID,
+    AIOXDP_CNT_COOKIE_ACK_INVALID,
     AIOXDP_CNT_MAX,
 };
 struct aioxdp_endpoint {
@@ -39,6 +50,43 @@ struct aioxdp_port_range {
     uint16_t lo;
     uint16_t hi;
 };
+struct aioxdp_config {
+    uint64_t rate_interval_ns;
+    uint64_t rate_burst_ns;
+    uint32_t syn_threshold;
+    uint8_t syn_cookies;
+    uint8_t allow_only;
+    uint16_t synack_mss;
+    uint16_t synack_window;
+    uint8_t synack_wscale;
+    uint8_t synack_options;
+    ...;
+};
+#define AIOXDP_SYNCOOKIES_OFF ...
+#define AIOXDP_SYNCOOKIES_ON ...
+#define AIOXDP_SYNACK_TIMESTAMPS ...
+#define AIOXDP_SYNACK_WSCALE ...
+#define AIOXDP_SYNACK_SACK ...
+#define AIOXDP_SYN_WINDOW_NS ...
+struct aioxdp_sipkey {
+    uint64_t k[2];
+};
+struct aioxdp_cookie_keys {
+    struct aioxdp_sipkey a[2];
+    struct aioxdp_sipkey b[2];
+    uint32_t has_previous;
+    ...;
+};
+struct aioxdp_syn_state {
+    uint64_t window_start_ns;
+    uint64_t syns;
+    uint64_t cookies_until_ns;
+    uint64_t last_cookie_ns;
+};
+struct aioxdp_lpm_key {
+    uint32_t prefixlen;
+    uint8_t addr[16];
+};
 
 /* linux/if_xdp.h bind flags */
 #define XDP_COPY ...
@@ -48,18 +96,29 @@ struct aioxdp_port_range {
 /* libbpf map access (bpf/bpf.h) */
 int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags);
 int bpf_map_delete_elem(int fd, const void *key);
+int bpf_map_lookup_elem(int fd, const void *key, void *value);
+int bpf_map_get_next_key(int fd, const void *key, void *next_key);
+int libbpf_num_possible_cpus(void);
 
 /* xsk.c: XDP program */
 struct axp_prog {
     int link_fd;
+    int native;
     int xsks_map_fd;
     int listeners_fd;
     int local_addrs_fd;
     int port_range_fd;
     int counters_fd;
+    int config_fd;
+    int cookie_keys_fd;
+    int syn_state_fd;
+    int deny_list_fd;
+    int allow_list_fd;
+    int rate_buckets_fd;
     ...;
 };
 int axp_load(struct axp_prog *p, const char *path, int ifindex, int native, int dispatcher);
+int axp_open_attached(struct axp_prog *p, int ifindex);
 void axp_close(struct axp_prog *p);
 int axp_counters(const struct axp_prog *p, uint64_t *out);
 

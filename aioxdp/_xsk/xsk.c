@@ -17,6 +17,7 @@
  * Not thread-safe: one thread owns a socket.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -43,23 +44,59 @@ struct axp_prog {
 	int link_fd; /* link mode: the attachment lives as long as this fd */
 	int ifindex;
 	int native;
+	int owns_map_fds; /* opened by id (axp_open_attached), not by an object */
 	int xsks_map_fd;
 	int listeners_fd;
 	int local_addrs_fd;
 	int port_range_fd;
 	int counters_fd;
+	int config_fd;
+	int cookie_keys_fd;
+	int syn_state_fd;
+	int deny_list_fd;
+	int allow_list_fd;
+	int rate_buckets_fd;
 };
+
+/* Every map of bpf/aioxdp.bpf.c, by name, and where its fd goes. */
+static const struct {
+	const char *name;
+	size_t offset;
+} axp_maps[] = {
+	{"xsks_map", offsetof(struct axp_prog, xsks_map_fd)},
+	{"listeners", offsetof(struct axp_prog, listeners_fd)},
+	{"local_addrs", offsetof(struct axp_prog, local_addrs_fd)},
+	{"port_range", offsetof(struct axp_prog, port_range_fd)},
+	{"counters", offsetof(struct axp_prog, counters_fd)},
+	{"config", offsetof(struct axp_prog, config_fd)},
+	{"cookie_keys", offsetof(struct axp_prog, cookie_keys_fd)},
+	{"syn_state", offsetof(struct axp_prog, syn_state_fd)},
+	{"deny_list", offsetof(struct axp_prog, deny_list_fd)},
+	{"allow_list", offsetof(struct axp_prog, allow_list_fd)},
+	{"rate_buckets", offsetof(struct axp_prog, rate_buckets_fd)},
+};
+#define AXP_NMAPS (sizeof(axp_maps) / sizeof(axp_maps[0]))
+
+static int *axp_map_slot(struct axp_prog *p, size_t i)
+{
+	return (int *)((char *)p + axp_maps[i].offset);
+}
+
+static void axp_reset_fds(struct axp_prog *p)
+{
+	for (size_t i = 0; i < AXP_NMAPS; i++)
+		*axp_map_slot(p, i) = -1;
+}
 
 static int axp_find_maps(struct axp_prog *p, struct bpf_object *obj)
 {
-	p->xsks_map_fd = bpf_object__find_map_fd_by_name(obj, "xsks_map");
-	p->listeners_fd = bpf_object__find_map_fd_by_name(obj, "listeners");
-	p->local_addrs_fd = bpf_object__find_map_fd_by_name(obj, "local_addrs");
-	p->port_range_fd = bpf_object__find_map_fd_by_name(obj, "port_range");
-	p->counters_fd = bpf_object__find_map_fd_by_name(obj, "counters");
-	if (p->xsks_map_fd < 0 || p->listeners_fd < 0 || p->local_addrs_fd < 0 ||
-	    p->port_range_fd < 0 || p->counters_fd < 0)
-		return -ENOENT;
+	for (size_t i = 0; i < AXP_NMAPS; i++) {
+		int fd = bpf_object__find_map_fd_by_name(obj, axp_maps[i].name);
+
+		if (fd < 0)
+			return -ENOENT;
+		*axp_map_slot(p, i) = fd;
+	}
 	return 0;
 }
 
@@ -129,6 +166,13 @@ void axp_close(struct axp_prog *p)
 	if (p->obj)
 		bpf_object__close(p->obj);
 	p->obj = NULL;
+	if (p->owns_map_fds) {
+		for (size_t i = 0; i < AXP_NMAPS; i++)
+			if (*axp_map_slot(p, i) >= 0)
+				close(*axp_map_slot(p, i));
+		p->owns_map_fds = 0;
+	}
+	axp_reset_fds(p);
 }
 
 /* Returns 0 or a negative errno; on failure nothing stays attached. */
@@ -140,10 +184,75 @@ int axp_load(struct axp_prog *p, const char *path, int ifindex, int native, int 
 	p->link_fd = -1;
 	p->ifindex = ifindex;
 	p->native = native;
+	axp_reset_fds(p);
 	err = dispatcher ? axp_attach_dispatcher(p, path) : axp_attach_link(p, path);
 	if (err)
 		axp_close(p);
 	return err;
+}
+
+/* The maps of the aioxdp program another process attached to ifindex (link
+ * or netlink attach, SKB or driver mode), found by id: program and map ids
+ * are global, so this works across network namespaces and without bpffs.
+ * Nothing is attached or detached; axp_close only closes the map fds.
+ * Returns 0, -ENOENT (no aioxdp program there) or another negative errno. */
+int axp_open_attached(struct axp_prog *p, int ifindex)
+{
+	LIBBPF_OPTS(bpf_xdp_query_opts, query);
+	struct bpf_prog_info info;
+	uint32_t len = sizeof(info), ids[32], prog_id;
+	int prog_fd, err;
+
+	memset(p, 0, sizeof(*p));
+	p->link_fd = -1;
+	p->ifindex = ifindex;
+	axp_reset_fds(p);
+	p->owns_map_fds = 1;
+	err = bpf_xdp_query(ifindex, 0, &query);
+	if (err)
+		return err;
+	p->native = query.drv_prog_id != 0;
+	prog_id = query.drv_prog_id ? query.drv_prog_id : query.skb_prog_id;
+	if (!prog_id)
+		return -ENOENT;
+	prog_fd = bpf_prog_get_fd_by_id(prog_id);
+	if (prog_fd < 0)
+		return -errno;
+	memset(&info, 0, sizeof(info));
+	info.nr_map_ids = sizeof(ids) / sizeof(ids[0]);
+	info.map_ids = (uint64_t)(uintptr_t)ids;
+	err = bpf_obj_get_info_by_fd(prog_fd, &info, &len);
+	close(prog_fd);
+	if (err)
+		return -errno;
+	/* BPF object names keep 15 characters: "aioxdp_redirect" fits */
+	if (strcmp(info.name, "aioxdp_redirect") != 0)
+		return -ENOENT;
+	for (uint32_t i = 0; i < info.nr_map_ids && i < sizeof(ids) / sizeof(ids[0]); i++) {
+		struct bpf_map_info map;
+		uint32_t map_len = sizeof(map);
+		int fd = bpf_map_get_fd_by_id(ids[i]);
+		size_t j;
+
+		if (fd < 0)
+			continue;
+		memset(&map, 0, sizeof(map));
+		j = AXP_NMAPS;
+		if (!bpf_obj_get_info_by_fd(fd, &map, &map_len))
+			for (j = 0; j < AXP_NMAPS; j++)
+				if (strcmp(map.name, axp_maps[j].name) == 0 && *axp_map_slot(p, j) < 0)
+					break;
+		if (j < AXP_NMAPS)
+			*axp_map_slot(p, j) = fd;
+		else
+			close(fd);
+	}
+	for (size_t i = 0; i < AXP_NMAPS; i++)
+		if (*axp_map_slot(p, i) < 0) {
+			axp_close(p);
+			return -ENOENT;
+		}
+	return 0;
 }
 
 /* Sums the per-CPU counters into out[AIOXDP_CNT_MAX]. */
@@ -216,7 +325,6 @@ struct axsk {
 	uint8_t *area;
 	uint64_t frame_mask; /* clears the offset inside a frame */
 	uint32_t frame_size;
-	uint32_t num_frames;
 	uint32_t fill_size;
 	uint32_t fill_target; /* frames kept in the fill ring */
 	uint32_t comp_size;
@@ -325,7 +433,6 @@ int axsk_create(struct axsk **out, const char *ifname, uint32_t queue_id, void *
 	s->area = area;
 	s->frame_size = cfg->frame_size;
 	s->frame_mask = ~(uint64_t)(cfg->frame_size - 1);
-	s->num_frames = cfg->num_frames;
 	s->fill_size = cfg->fill_size;
 	s->comp_size = cfg->comp_size;
 	s->fill_target = cfg->fill_size < cfg->num_frames / 2 ? cfg->fill_size : cfg->num_frames / 2;

@@ -30,6 +30,7 @@ from .events import (
     SendBufferDrained,
 )
 from .options import MAX_WSCALE, TS_OPTION_LEN, default_mss, receive_window_scale
+from .rtt import RttEstimator
 from .sack import Scoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, Segment
 from .tcb import (
@@ -174,7 +175,14 @@ class Connection(Timers):
         if self._sack_ok:
             self._sb = Scoreboard(max_ranges=self.config.max_ooo_segments)
         self._retries = 0
+        cfg = self.config
+        if self._rtt.srtt is None and self._rtt.backoff_count:
+            # RFC 6298 §5.7: the SYN timed out and no RTT was measured: data
+            # starts with an RTO of 3 s rather than a smaller initial value.
+            self._rtt = RttEstimator(initial=max(3.0, cfg.rto_initial), minimum=cfg.rto_min,
+                                     maximum=cfg.rto_max)
         self._rtt.reset_backoff()
+        self._rto = self._rtt.rto
         if self.config.keepalive_idle is not None:
             self._t_keepalive = now + self.config.keepalive_idle
         self.events.append(ConnectionEstablished(self, self.listener))
@@ -189,8 +197,12 @@ class Connection(Timers):
         return len(self._sendbuf)
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
-        if self._fin_seq is not None or self.state in (CLOSED, TIME_WAIT):
-            raise RuntimeError(f"send() after shutdown or close ({self.state.name})")
+        """Queue bytes. On a connection already gone (reset, timed out) they
+        are dropped: the application learns why from ConnectionClosed."""
+        if self.state is CLOSED or self.state is TIME_WAIT:
+            return
+        if self._fin_seq is not None:
+            raise RuntimeError("send() after shutdown()")
         if data:
             self._sendbuf.append(data)
             self._notify()
@@ -202,9 +214,7 @@ class Connection(Timers):
         st = self.state
         if st is CLOSED or st is TIME_WAIT:
             return
-        if st is SYN_SENT and not self._sendbuf:
-            self._to_closed(None)  # RFC 9293 §3.10.4: SYN-SENT, delete the TCB
-            return
+        # In SYN-SENT and SYN-RECEIVED the FIN waits for the handshake (RFC 9293 §3.10.4).
         self._fin_seq = sq.add(self._snd_base, len(self._sendbuf))
         if st is ESTABLISHED:
             self.state = FIN_WAIT_1
@@ -218,6 +228,11 @@ class Connection(Timers):
         with received data still unread resets at once, as sockets do
         (RFC 2525 §2.17): the peer learns its data was not consumed."""
         self._app_closed = True
+        self._rx_slow = True
+        if self.state is SYN_SENT:
+            self._to_closed(None)  # RFC 9293 §3.10.4: SYN-SENT, delete the TCB
+            self._notify()
+            return
         if self._held and self.state is not CLOSED:
             self._held.clear()
             self.abort()
@@ -243,6 +258,7 @@ class Connection(Timers):
 
     def pause_reading(self) -> None:
         self._paused = True
+        self._rx_slow = True
 
     def resume_reading(self) -> None:
         """Deliver what was held while paused and reopen the window (a window
@@ -250,6 +266,7 @@ class Connection(Timers):
         if not self._paused:
             return
         self._paused = False
+        self._update_rx_path()
         if self._held:
             data = bytes(self._held)
             self._held.clear()
@@ -328,8 +345,7 @@ class Connection(Timers):
                         self.snd_wl2 = ack
                         self._new_ack(ack, ts, now)
                         return
-                elif (ack == una and not self._ooo and self._ooo_fin is None and not self._paused
-                      and not self._app_closed
+                elif (ack == una and not self._rx_slow
                       and n <= ((self.rcv_adv - self.rcv_nxt) & MASK)):
                     # In-order data, nothing new acknowledged.
                     if ts is not None and seg.seq == self._last_ack_sent:
@@ -359,7 +375,7 @@ class Connection(Timers):
         if (self._ts_ok and ts is not None and not flags & RST
                 and sq.lt(ts[0], self._ts_recent)):
             if now - self._ts_recent_time <= PAWS_IDLE:
-                self._ack_now = True
+                self._challenge_ack(now)  # an ACK, rate-limited like the others
                 return
             self._ts_recent = ts[0]  # RFC 7323 §5.5: TS.Recent too old to judge by
 
@@ -476,6 +492,7 @@ class Connection(Timers):
                 self._receive_fin(now)
             else:
                 self._ooo_fin = off
+                self._rx_slow = True
                 self._ack_now = True
         elif flags & FIN and st is TIME_WAIT:
             self._ack_now = True
@@ -503,8 +520,7 @@ class Connection(Timers):
             if self._rtt_seq is not None:
                 self._rtt.sample(now - self._rtt_time)  # Karn: the SYN went once
                 self._rtt_seq = None
-            elif self._ts_ok and seg.ts is not None and seg.ts[1]:
-                self._ts_sample(seg.ts[1], now)
+                self._rto = self._rtt.rto
             self._t_rto = INF
             self._ack_now = True
             self._established(now)
@@ -566,11 +582,14 @@ class Connection(Timers):
         self._keepalive_probes = 0
         return self.state is not CLOSED
 
-    def _ts_sample(self, tsecr: int, now: float) -> None:
+    def _ts_sample(self, tsecr: int, now: float) -> float | None:
         """RFC 7323 §4: RTT from the echoed timestamp (milliseconds)."""
         delta = (self._ts_now(now) - tsecr) & MASK
-        if delta < sq.HALF:
-            self._rtt.sample(delta / 1000.0)
+        if delta >= sq.HALF:
+            return None
+        rtt = delta / 1000.0
+        self._rtt.sample(rtt)
+        return rtt
 
     def _new_ack(self, ack: int, ts: tuple[int, int] | None, now: float) -> None:
         """SND.UNA advances: free the buffer, sample the RTT, move the
@@ -589,19 +608,32 @@ class Connection(Timers):
                 freed = len(buf)
             buf.consume(freed)
             self._snd_base = (self._snd_base + freed) & MASK
-        # RTT: timestamps when in use (RFC 7323 §4), else the one timed segment (Karn).
+        # RTT, one sample per round trip: when the ACK covers the timed mark,
+        # from the echoed timestamp (RFC 7323 §4, valid for retransmissions
+        # too) or, without timestamps, from the clock (Karn: the mark is
+        # dropped when anything is retransmitted, RFC 6298 §3).
         rtt_sample = None
-        if ts is not None and self._ts_ok and ts[1]:
-            self._ts_sample(ts[1], now)
-            rtt_sample = self._rtt.latest_rtt
-        elif self._rtt_seq is not None and sq.ge(ack, self._rtt_seq):
-            rtt_sample = now - self._rtt_time
-            self._rtt.sample(rtt_sample)
+        mark = self._rtt_seq
+        if mark is not None and ((ack - mark) & MASK) < sq.HALF:
             self._rtt_seq = None
-        self._rtt.reset_backoff()
-        self._retries = 0
+            if not self._ts_ok:
+                rtt_sample = now - self._rtt_time
+                self._rtt.sample(rtt_sample)
+            elif ts is not None and ts[1]:
+                rtt_sample = self._ts_sample(ts[1], now)
+            self._rto = self._rtt.rto
+        if self._retries:
+            self._retries = 0
+            self._rtt.reset_backoff()
+            self._rto = self._rtt.rto
         # Congestion control and recovery.
-        if self._in_recovery:
+        eifel, self._eifel_ts = self._eifel_ts, None
+        if (eifel is not None and self._in_recovery and ts is not None and ts[1]
+                and sq.lt(ts[1], eifel) and self._cc.undo(now=now)):
+            self._in_recovery = False  # RFC 3522: the original arrived; RFC 4015 response
+            self._inflate = 0
+            self._recover = sq.add(ack, -1)
+        elif self._in_recovery:
             if sq.ge(ack, self._recover):
                 self._in_recovery = False  # RFC 6582 §3.2 step 3 / RFC 6675 §5
                 self._inflate = 0
@@ -622,7 +654,7 @@ class Connection(Timers):
         if ack == self.snd_max:
             self._t_rto = INF
         else:
-            self._t_rto = now + self._rtt.rto
+            self._t_rto = now + self._rto
         wm = self.write_watermark
         if wm is not None and len(buf) <= wm:
             self.write_watermark = None
@@ -660,8 +692,10 @@ class Connection(Timers):
             self._recover = self.snd_max
             self._high_rxt = self.snd_una
             self._cc.on_congestion_event(now=now, in_flight=in_flight)
+            self._eifel_ts = self._ts_now(now) if self._ts_ok else None
             self._rexmit_una = True
-            self._rtt_seq = None  # Karn
+            if not self._ts_ok:
+                self._rtt_seq = None  # Karn
             if self._sb is None:
                 self._inflate = DUPTHRESH * mss
 
@@ -675,17 +709,24 @@ class Connection(Timers):
             off = self._rcv_off + sq.sub(sseq, self.rcv_nxt)
             self._ooo.insert(off, payload)
             self._ack_now = True
+            self._rx_slow = True
             return
-        self.rcv_nxt = sq.add(self.rcv_nxt, n)
-        self._rcv_off += n
-        data = bytes(payload)
-        if self._ooo:
-            more = self._ooo.pop_ready(self._rcv_off)
-            if more:
-                data += more
-                self.rcv_nxt = sq.add(self.rcv_nxt, len(more))
-                self._rcv_off += len(more)
+        ooo = self._ooo
+        if ooo:
+            # Where these bytes overlap queued ones, the queued (first) copy
+            # wins, as within the queue (TCP-CHECKLIST 14). Should the queue
+            # be full, the new bytes go up directly and the overlapped queued
+            # bytes are dropped: either way no byte is delivered twice.
+            if ooo.insert(self._rcv_off, payload):
+                data = ooo.pop_ready(self._rcv_off) or b""
+            else:
+                data = bytes(payload) + (ooo.pop_ready(self._rcv_off + n) or b"")
             self._ack_now = True  # a hole was (partly) filled: ACK at once
+            self._update_rx_path()
+        else:
+            data = bytes(payload)
+        self.rcv_nxt = sq.add(self.rcv_nxt, len(data))
+        self._rcv_off += len(data)
         if self._paused:
             self._held += data
         else:
@@ -693,7 +734,12 @@ class Connection(Timers):
         self._ack_policy(n, now)
         if self._ooo_fin is not None and self._ooo_fin == self._rcv_off:
             self._ooo_fin = None
+            self._update_rx_path()
             self._receive_fin(now)
+
+    def _update_rx_path(self) -> None:
+        self._rx_slow = (bool(self._ooo) or self._ooo_fin is not None or self._paused
+                         or self._app_closed)
 
     def _ack_policy(self, n: int, now: float) -> None:
         """Delayed ACK (RFC 9293 §3.8.6.3, RFC 5681 §4.2): ACK every second

@@ -9,6 +9,7 @@ algorithms (RFC 6582, RFC 6675) and the persist timer (RFC 9293 §3.8.6.1).
 from __future__ import annotations
 
 from . import seq as sq
+from .options import MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, sack_option_len
 from .segment import ACK, FIN, PSH, RST, SYN, Segment
 from .tcb import CLOSED, INF, MASK, SENDING, SYN_RECEIVED, SYN_SENT, Tcb
 
@@ -19,31 +20,34 @@ class Output(Tcb):
     def _ts_now(self, now: float) -> int:
         return (int(now * 1000) + self._ts_offset) & MASK
 
-    def _window_field(self) -> int:
-        """The window to advertise, as the raw (scaled-down) field. Receiver
+    def _window_offer(self) -> tuple[int, int]:
+        """(the window advertised now, the window we may advertise). Receiver
         SWS avoidance (RFC 9293 §3.8.6.2.2): the right edge moves only by at
-        least min(rcv_buf/2, MSS); it never moves left (RFC 9293 §3.8.6.2.2,
-        RFC 7323 §2.4), so the scaled value is rounded up, not down."""
-        rcv_nxt = self.rcv_nxt
-        cur = (self.rcv_adv - rcv_nxt) & MASK
+        least min(rcv_buf/2, MSS) and never moves left."""
+        cur = (self.rcv_adv - self.rcv_nxt) & MASK
         if cur >= sq.HALF:
             cur = 0
         space = self.config.rcv_buf - len(self._held)
         if space - cur >= min(self.config.rcv_buf >> 1, self._rcv_mss):
-            cur = space
-        ws = self.rcv_wscale
-        field = cur >> ws
-        if field >= 0xFFFF:
-            field = 0xFFFF
-        elif (field << ws) < cur:
-            field += 1
-        self.rcv_adv = (rcv_nxt + (field << ws)) & MASK
-        return field
+            return cur, space
+        return cur, cur
 
     def _window_update_due(self) -> bool:
-        space = self.config.rcv_buf - len(self._held)
-        cur = sq.sub(self.rcv_adv, self.rcv_nxt)
-        return space - max(cur, 0) >= min(self.config.rcv_buf // 2, self._rcv_mss)
+        cur, offer = self._window_offer()
+        return offer > cur
+
+    def _window_field(self) -> int:
+        """The window field to send (scaled down, RFC 7323 §2.2), rounded up
+        rather than down so that the right edge never moves left (§2.4)."""
+        offer = self._window_offer()[1]
+        ws = self.rcv_wscale
+        field = offer >> ws
+        if field >= 0xFFFF:
+            field = 0xFFFF
+        elif (field << ws) < offer:
+            field += 1
+        self.rcv_adv = (self.rcv_nxt + (field << ws)) & MASK
+        return field
 
     def _make(self, sseq: int, flags: int, payload: bytes, now: float | None = None) -> Segment:
         """A segment from us with the current ACK, window and options."""
@@ -60,7 +64,8 @@ class Output(Tcb):
         if self._ts_ok and now is not None and not flags & RST:
             seg.ts = (self._ts_now(now), self._ts_recent)
         if self._sack_ok and self._ooo and not flags & (SYN | RST):
-            seg.sack = self._sack_blocks(4 if seg.ts is None else 3)
+            seg.sack = self._sack_blocks(MAX_SACK_BLOCKS if seg.ts is None
+                                         else MAX_SACK_BLOCKS_WITH_TS)
         return seg
 
     def _sack_blocks(self, limit: int) -> tuple[tuple[int, int], ...]:
@@ -124,8 +129,9 @@ class Output(Tcb):
         SWS avoidance, §3.7.4 Nagle, RFC 5681 cwnd, RFC 6582 recovery)."""
         mss = self._seg_payload
         if self._sack_ok and self._ooo:
-            # MUST-16: SACK blocks we carry eat into the payload (4 + 8n bytes).
-            mss -= 4 + 8 * min(len(self._ooo), 3 if self._ts_ok else 4)
+            # MUST-16: SACK blocks we carry eat into the payload.
+            limit = MAX_SACK_BLOCKS_WITH_TS if self._ts_ok else MAX_SACK_BLOCKS
+            mss -= sack_option_len(min(len(self._ooo), limit))
         buf = self._sendbuf
         una = self.snd_una
         fin_seq = self._fin_seq
@@ -140,8 +146,11 @@ class Output(Tcb):
         sack_recovery = self._in_recovery and sb is not None
         if sack_recovery:
             self._sack_retransmit(out, mss, now)
-        if una == self.snd_max and now - self._last_send > self._rtt.rto:
-            self._cc.on_idle_restart(now=now, rto=self._rtt.rto)  # RFC 5681 §4.1
+        if (una == self.snd_max and now - self._last_send > self._rto
+                and len(buf) > sq.sub(una, self._snd_base)):
+            # RFC 5681 §4.1: new data after an idle period longer than the RTO.
+            self._cc.on_idle_restart(now=now, rto=self._rto)
+            self._last_send = now
         force = self._force_send
         self._force_send = False
         end = sq.add(self._snd_base, len(buf))
@@ -149,11 +158,14 @@ class Output(Tcb):
             nxt = self.snd_nxt
             avail = sq.sub(end, nxt)
             if avail <= 0:
-                if fin_seq is not None and nxt == fin_seq:
-                    # The FIN takes no window room; a zero window drops it and
-                    # the retransmission timer resends it.
+                # The FIN, like data, waits for room in the window (a closed
+                # window is probed by the persist timer, FIN included).
+                if (fin_seq is not None and nxt == fin_seq
+                        and sq.sub(sq.add(una, self.snd_wnd), nxt) > 0):
                     out.append(self._data_segment(nxt, 0, now, True))
                     self._sent(sq.add(nxt, 1), now, retransmit=sq.lt(nxt, self.snd_max))
+                elif force and fin_seq is not None and nxt == fin_seq == una:
+                    self._probe(out, now)
                 break
             if sb is not None and sack_recovery:
                 # RFC 6675 §5 step (C) rule 2: new data while pipe allows.
@@ -166,6 +178,9 @@ class Output(Tcb):
             wnd_room = sq.sub(sq.add(una, self.snd_wnd), nxt)
             room = min(wnd_room, cwnd - in_flight)
             n = min(avail, mss, room)
+            # Data sent before (go-back-N after a timeout) is resent as the
+            # window allows: SWS avoidance and Nagle shape only new data.
+            resend = sq.lt(nxt, self.snd_max)
             if n < mss and n < avail:
                 # RFC 9293 §3.8.6.2.1: neither a full segment nor all that is
                 # queued fits; send only at least half the peer's largest
@@ -175,29 +190,30 @@ class Output(Tcb):
                     if n <= 0:
                         self._probe(out, now)  # RFC 9293 §3.8.6.1 zero-window probe
                         break
-                elif n <= 0 or n < (self.max_snd_wnd >> 1) or wnd_room > room:
+                elif n <= 0 or wnd_room > room or (not resend and n < (self.max_snd_wnd >> 1)):
                     break
-            elif n < mss and in_flight and not self.nodelay:
+            elif n < mss and in_flight and not self.nodelay and not resend:
                 break  # Nagle (RFC 9293 §3.7.4): one small segment in flight at a time
             fin = fin_seq is not None and n == avail
             out.append(self._data_segment(nxt, n, now, fin))
-            self._sent(sq.add(nxt, n + 1 if fin else n), now, retransmit=sq.lt(nxt, self.snd_max))
+            self._sent(sq.add(nxt, n + 1 if fin else n), now, retransmit=resend)
             if fin:
                 break
         # Data waits with nothing in flight: the persist timer will probe the
         # window or push the held-back bytes (RFC 9293 §3.8.6.1).
         if (self.snd_nxt == self.snd_una and self._t_persist == INF and self._t_rto == INF
-                and sq.lt(self.snd_nxt, end)):
+                and (sq.lt(self.snd_nxt, end) or self.snd_nxt == fin_seq)):
             self._arm_persist(now)
 
     def _retransmit(self, out: list[Segment], sseq: int, n: int, now: float) -> None:
         out.append(self._data_segment(sseq, n, now))
-        self._rtt_seq = None  # Karn's rule
+        if not self._ts_ok:
+            self._rtt_seq = None  # Karn's rule (timestamps disambiguate, RFC 7323 §4)
         end = sq.add(sseq, n)
         if sq.gt(end, self._high_rxt):
             self._high_rxt = end
         if self._t_rto == INF:
-            self._t_rto = now + self._rtt.rto
+            self._t_rto = now + self._rto
         self._last_send = now
 
     def _sack_retransmit(self, out: list[Segment], mss: int, now: float) -> None:
@@ -223,7 +239,7 @@ class Output(Tcb):
     def _arm_persist(self, now: float) -> None:
         """The persist interval: the RTO with exponential back-off, bounded by
         ``persist_max`` (RFC 9293 §3.8.6.1, RFC 1122 §4.2.2.17)."""
-        interval = self._rtt.rto * (1 << min(self._persist_backoff, 16))
+        interval = self._rto * (1 << min(self._persist_backoff, 16))
         self._t_persist = now + min(max(interval, self.config.rto_min), self.config.persist_max)
 
     def _data_segment(self, sseq: int, n: int, now: float, fin: bool | None = None) -> Segment:
@@ -241,7 +257,10 @@ class Output(Tcb):
         SND.UNA without advancing SND.NXT, so the RTO does not run for it;
         SND.MAX covers it so that an ACK of it is acceptable."""
         una = self.snd_una
-        out.append(self._data_segment(una, 1, now, False))
+        if una == self._fin_seq:
+            out.append(self._data_segment(una, 0, now, True))  # only the FIN is left
+        else:
+            out.append(self._data_segment(una, 1, now, False))
         end = sq.add(una, 1)
         if sq.gt(end, self.snd_max):
             self.snd_max = end
@@ -257,9 +276,9 @@ class Output(Tcb):
             if self._rtt_seq is None and not retransmit:
                 self._rtt_seq = new_nxt
                 self._rtt_time = now
-        if retransmit:
+        if retransmit and not self._ts_ok:
             self._rtt_seq = None
         if self._t_rto == INF:
-            self._t_rto = now + self._rtt.rto
+            self._t_rto = now + self._rto
         self._t_persist = INF
         self._last_send = now

@@ -31,7 +31,7 @@ DEFAULT_MAX_RANGES = 256
 
 class Scoreboard:
     __slots__ = ("_ref", "_ref_abs", "_lefts", "_rights", "_max_ranges", "sacked_bytes",
-                 "_lost_end", "_lost_mss")
+                 "_lost_end", "_lost_mss", "_prefix")
 
     def __init__(self, *, max_ranges: int = DEFAULT_MAX_RANGES) -> None:
         self._max_ranges = max_ranges
@@ -40,8 +40,16 @@ class Scoreboard:
         self._lefts: list[int] = []  # SACKed ranges [left, right), unbounded, sorted
         self._rights: list[int] = []
         self.sacked_bytes = 0
-        self._lost_end: int | None = None  # cache of _loss_boundary for _lost_mss
+        # Caches, dropped whenever the ranges change (_changed): the loss
+        # boundary for _lost_mss, and prefix sums of range sizes so that pipe()
+        # costs O(log n) however often it is asked within one ACK.
+        self._lost_end: int | None = None
         self._lost_mss = 0
+        self._prefix: list[int] | None = None
+
+    def _changed(self) -> None:
+        self._lost_end = None
+        self._prefix = None
 
     # --- conversions between wrapped sequence numbers and the unbounded line ------------------
 
@@ -70,7 +78,7 @@ class Scoreboard:
             if self._lefts and self._lefts[0] < una:
                 self.sacked_bytes -= una - self._lefts[0]
                 self._lefts[0] = una
-            self._lost_end = None
+            self._changed()
         return una
 
     # --- RFC 6675 §4 operations ---------------------------------------------------------------
@@ -93,7 +101,7 @@ class Scoreboard:
             if una <= lo < hi <= nxt:
                 new += self._insert(lo, hi)
         if new:
-            self._lost_end = None
+            self._changed()
         return new
 
     def _insert(self, lo: int, hi: int) -> int:
@@ -122,6 +130,7 @@ class Scoreboard:
         k = min(range(len(self._lefts)), key=lambda n: self._rights[n] - self._lefts[n])
         self.sacked_bytes -= self._rights[k] - self._lefts[k]
         del self._lefts[k], self._rights[k]
+        self._changed()
 
     def _loss_boundary(self, mss: int) -> int:
         """The unbounded sequence number below which every unSACKed octet is lost.
@@ -163,9 +172,17 @@ class Scoreboard:
         if lo >= hi:
             return 0
         lefts, rights = self._lefts, self._rights
-        i = bisect_right(rights, lo)
-        j = bisect_left(lefts, hi)
-        return sum(min(hi, rights[k]) - max(lo, lefts[k]) for k in range(i, j))
+        i = bisect_right(rights, lo)  # first range ending above lo
+        j = bisect_left(lefts, hi)  # ranges before j start below hi
+        if i >= j:
+            return 0
+        prefix = self._prefix
+        if prefix is None:
+            prefix = self._prefix = [0]
+            for left, right in zip(lefts, rights, strict=True):
+                prefix.append(prefix[-1] + right - left)
+        # Whole ranges i..j-1, minus what sticks out on either side.
+        return (prefix[j] - prefix[i] - max(0, lo - lefts[i]) - max(0, rights[j - 1] - hi))
 
     def pipe(self, snd_una: int, snd_nxt: int, high_rxt: int, mss: int) -> int:
         """RFC 6675 §4 SetPipe: bytes estimated in the network.
@@ -195,12 +212,9 @@ class Scoreboard:
             return None
         nxt = max(una, self._abs(snd_nxt))
         start = max(una, self._abs(high_rxt))
-        k = bisect_right(self._lefts, start) - 1
-        if k >= 0 and start < self._rights[k]:
-            start = self._rights[k]  # inside a SACKed range: skip to its end
-            k += 1
-        else:
-            k += 1  # the range above the hole holding start
+        k = bisect_right(self._lefts, start)  # the first range above start
+        if k and start < self._rights[k - 1]:
+            start = self._rights[k - 1]  # inside a SACKed range: skip to its end
         if k >= len(self._lefts) or start >= nxt:
             return None  # (1.b) not below the highest SACKed octet
         if not rule3 and start >= self._loss_boundary(mss):
@@ -225,7 +239,7 @@ class Scoreboard:
         self._lefts.clear()
         self._rights.clear()
         self.sacked_bytes = 0
-        self._lost_end = None
+        self._changed()
 
     def __len__(self) -> int:
         return len(self._lefts)

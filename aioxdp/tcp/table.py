@@ -95,6 +95,10 @@ class ConnectionTable:
         self.connections: dict[Key, Connection] = {}
         self.listeners: dict[tuple[bytes, int], Listener] = {}
         self.cookie_secrets = CookieSecrets(secret)  # .rotate(new_secret) re-keys cookies
+        # Set when something else answers SYNs with this table's cookies (the XDP program,
+        # aioxdp/protect.py): then every listener checks ACKs for cookies, not only within
+        # COOKIE_CHECK_WINDOW of a cookie it sent itself.
+        self.cookies_from_xdp = False
         self.stats: Counter[str] = Counter()
         self._isn_key = derive_key(secret, b"aioxdp isn")
         self._port_key = derive_key(secret, b"aioxdp port")
@@ -202,7 +206,7 @@ class ConnectionTable:
             self.stats["martian-source"] += 1
             return
         if flags & ACK:  # second: an ACK is either a SYN cookie or gets a RST
-            if not flags & SYN and now <= listener.cookies_until:
+            if not flags & SYN and (self.cookies_from_xdp or now <= listener.cookies_until):
                 info = check_cookie(self.cookie_secrets, seg, now=now)
                 if info is not None:
                     self._cookie_connection(listener, seg, info.mss, info.wscale,

@@ -77,7 +77,7 @@ class Tcb:
         "max_snd_wnd", "snd_wscale", "_snd_base", "_sendbuf", "_fin_seq",
         # receive sequence space
         "irs", "rcv_nxt", "rcv_adv", "rcv_wscale", "_rcv_off", "_ooo", "_ooo_fin",
-        "_held", "_paused", "_eof_pending", "_eof_delivered",
+        "_held", "_paused", "_eof_pending", "_eof_delivered", "_rx_slow",
         # options
         "mss", "_seg_payload", "_ws_ok", "_sack_ok", "_ts_ok", "_ts_offset", "_ts_recent",
         "_ts_recent_time", "_last_ack_sent",
@@ -89,8 +89,8 @@ class Tcb:
         "_ack_now", "_rcv_unacked", "_rcv_mss", "_quickacks", "_challenge_count",
         "_challenge_window", "_pending",
         # rtt, congestion and recovery
-        "_rtt", "_cc", "_sb", "_rtt_seq", "_rtt_time", "_dupacks", "_in_recovery",
-        "_recover", "_high_rxt", "_inflate", "_rexmit_una", "_last_send", "_last_rcv",
+        "_rtt", "_rto", "_cc", "_sb", "_rtt_seq", "_rtt_time", "_dupacks", "_in_recovery",
+        "_recover", "_high_rxt", "_eifel_ts", "_inflate", "_rexmit_una", "_last_send", "_last_rcv",
         # lifecycle
         "_active", "_app_closed", "_closed_reported", "_soft_error",
     )
@@ -128,6 +128,9 @@ class Tcb:
         self._ooo_fin: int | None = None  # stream offset of a FIN that arrived out of order
         self._held = bytearray()  # in-order bytes kept while reading is paused
         self._paused = False
+        # True while in-order data cannot take the fast path: out-of-order
+        # data or FIN queued, reading paused, or the application closed.
+        self._rx_slow = False
         self._eof_pending = False
         self._eof_delivered = False
 
@@ -164,6 +167,7 @@ class Tcb:
 
         self._rtt = RttEstimator(initial=config.rto_initial, minimum=config.rto_min,
                                  maximum=config.rto_max)
+        self._rto = self._rtt.rto  # cached: read on every ACK, changes only on samples
         self._cc = make_congestion(config.congestion, mss=config.mss,
                                    initial_window_segments=config.initial_window_segments)
         self._sb: Scoreboard | None = None  # with SACK: RFC 6675 loss recovery
@@ -173,6 +177,7 @@ class Tcb:
         self._in_recovery = False
         self._recover = iss
         self._high_rxt = iss
+        self._eifel_ts: int | None = None  # RFC 3522 RetransmitTS
         self._inflate = 0
         self._rexmit_una = False
         self._last_send = now

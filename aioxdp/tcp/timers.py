@@ -67,6 +67,7 @@ class Timers(Output):
             self._to_closed(TimeoutError("connection timed out" + why))
             return
         self._rtt.backoff()
+        self._rto = self._rtt.rto
         self._cc.on_rto(now=now, in_flight=(self.snd_max - self.snd_una) & MASK)
         if self._sb is not None:
             self._sb.clear()  # RFC 2018 §8: forget SACKed state after a timeout
@@ -74,14 +75,15 @@ class Timers(Output):
         self._inflate = 0
         self._dupacks = 0
         self._recover = self.snd_max  # RFC 6582 §3.2 step 1 after a timeout
-        self._rtt_seq = None  # Karn's rule
+        if not self._ts_ok:
+            self._rtt_seq = None  # Karn's rule
         self.snd_nxt = self.snd_una
         if self.snd_wnd == 0 and st is not SYN_SENT and st is not SYN_RECEIVED:
             # The peer closed its window: probe it with the persist timer,
             # which gives up only when probes go unanswered (TCP-CHECKLIST 17).
             self._arm_persist(now)
         else:
-            self._t_rto = now + self._rtt.rto
+            self._t_rto = now + self._rto
 
     def _on_persist(self, now: float) -> None:
         """RFC 9293 §3.8.6.1: probe a zero window (or push data held back by

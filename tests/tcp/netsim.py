@@ -22,7 +22,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from aioxdp.tcp import seq
+from aioxdp.tcp import seq, wire
 from aioxdp.tcp.config import TcpConfig
 from aioxdp.tcp.connection import Connection, State
 from aioxdp.tcp.events import ConnectionClosed, DataReceived, EndOfStream
@@ -31,6 +31,14 @@ from aioxdp.tcp.segment import ACK, SYN, Segment
 CLIENT = (bytes([198, 18, 0, 2]), 40000)
 SERVER = (bytes([198, 18, 0, 1]), 8080)
 TCP_OPTION_SPACE = 40  # RFC 9293 §3.1: data offset of at most 15 words
+MAC = bytes.fromhex("020000000001")
+
+
+def wire_fields(seg: Segment) -> tuple[object, ...]:
+    """Everything a segment says on the wire, for comparing two of them."""
+    return (seg.src, seg.dst, seg.sport, seg.dport, seg.seq, seg.ack, seg.flags, seg.window,
+            bytes(seg.payload), seg.urgent, seg.mss, seg.wscale, seg.sack_permitted,
+            tuple(seg.sack), seg.ts)
 
 
 class SimulationError(AssertionError):
@@ -97,7 +105,8 @@ class Simulation:
                  config: TcpConfig | None = None, max_steps: int = 2_000_000,
                  max_time: float = 3600.0, iss_client: int | None = None,
                  iss_server: int | None = None, app_buffer: int = 256 * 1024,
-                 read_pauses: float = 0.0, pause_time: float = 0.5) -> None:
+                 read_pauses: float = 0.0, pause_time: float = 0.5,
+                 through_wire: bool = False) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.link = link
@@ -106,6 +115,7 @@ class Simulation:
         self.max_time = max_time
         self.read_pauses = read_pauses  # chance per delivery that the reader stops for a while
         self.pause_time = pause_time
+        self.through_wire = through_wire  # serialise every segment with aioxdp.tcp.wire
         self.now = 0.0
         self.steps = 0
         # (time, tiebreak, to, segment) for arrivals; segment None: "to" resumes reading.
@@ -170,8 +180,18 @@ class Simulation:
             self.stats["reordered"] += 1
             fate = "late"
         self._order += 1
-        heapq.heappush(self._events, (arrive, self._order, to, wire_copy(seg)))
+        heapq.heappush(self._events, (arrive, self._order, to, self._copy(seg)))
         return fate
+
+    def _copy(self, seg: Segment) -> Segment:
+        if not self.through_wire:
+            return wire_copy(seg)
+        frame = wire.build_frame(seg, src_mac=MAC, dst_mac=MAC)
+        parsed = wire.parse_frame(frame)
+        if parsed is None or wire_fields(parsed) != wire_fields(seg):
+            self._fail(f"wire round trip changed {seg!r} into {parsed!r}")
+        assert parsed is not None
+        return parsed
 
     def _check_segment(self, seg: Segment, to: str) -> None:
         """What any segment must satisfy to be expressible on the wire."""

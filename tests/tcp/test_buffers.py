@@ -118,3 +118,11 @@ def test_reassembly_random_against_model():
         while n < 300 and model[n] is not None:
             n += 1
         assert out == stream[:n]
+
+
+def test_reassembly_overlap_with_predecessor_counted_once():
+    r = Reassembly(max_bytes=100, max_pieces=10)
+    r.insert(10, b"abcd")
+    r.insert(12, b"XXef")
+    assert r.held_bytes == 6 and r.blocks(4) == [(10, 16)]
+    assert r.pop_ready(10) == b"abcdef"

@@ -363,3 +363,82 @@ def test_cubic_undo_restores_curve_state() -> None:
     assert (cc.w_max, cc.t_epoch) != before[:3:2]
     cc.undo(now=2.1)
     assert (cc.w_max, cc.k, cc.t_epoch, cc.cwnd_epoch, cc.cwnd_prior) == before
+
+
+# --- HyStart++ (RFC 9406) in CUBIC's first slow start -------------------------------------------
+
+def slow_start_round(cc: Cubic, rtt: float | None, *, now: float = 0.0) -> int:
+    """One round: the window in flight is acknowledged in ACKs of two segments,
+    each carrying ``rtt`` as its sample. Returns the window growth in bytes."""
+    start = cc.cwnd
+    in_flight = cc.cwnd
+    remaining = in_flight
+    while remaining > 0:
+        acked = min(2 * MSS, remaining)
+        cc.on_ack(acked, now=now, rtt=rtt, in_flight=in_flight)
+        remaining -= acked
+    return cc.cwnd - start
+
+
+def test_hystart_without_delay_increase_is_plain_slow_start() -> None:
+    cc = Cubic(mss=MSS)
+    for _ in range(5):
+        assert slow_start_round(cc, 0.05) == cc.cwnd // 2  # doubling per round
+    assert cc.hystart is not None and cc.hystart.css_baseline is None
+    assert cc.in_slow_start
+
+
+def test_hystart_delay_rise_enters_css_then_avoidance() -> None:
+    cc = Cubic(mss=MSS)
+    for _ in range(3):
+        slow_start_round(cc, 0.05)
+    assert cc.cwnd == 80 * MSS
+    # RTT threshold: clamp(50 ms / 8, 4 ms, 16 ms) = 6.25 ms. A rise of 7 ms trips it
+    # once eight samples of the round are in: the first 8 ACKs still double.
+    growth = slow_start_round(cc, 0.057)
+    hs = cc.hystart
+    assert hs is not None and hs.css_baseline == pytest.approx(0.057)
+    assert growth == 8 * 2 * MSS + (40 - 8) * 2 * MSS // 4
+    # Conservative slow start: a quarter of slow start's growth per round, CSS_ROUNDS rounds.
+    for _ in range(4):
+        before = cc.cwnd
+        assert slow_start_round(cc, 0.057) == before // 4
+        assert cc.in_slow_start
+    before = cc.cwnd
+    slow_start_round(cc, 0.057)
+    assert not cc.in_slow_start
+    assert cc.hystart is None
+    # The round's first ACK ends CSS: ssthresh is the window then, avoidance after it.
+    assert cc.ssthresh == before + 2 * MSS // 4
+    assert cc.ssthresh < cc.cwnd < cc.ssthresh + 2 * MSS
+    # Congestion avoidance starts with W_max = cwnd and K = 0 (RFC 9438 §4.10).
+    cc.on_ack(MSS, now=1.0, rtt=0.057, in_flight=cc.cwnd)
+    assert cc.k == 0.0 and cc.w_max == cc.cwnd_epoch
+
+
+def test_hystart_small_rise_below_threshold_is_ignored() -> None:
+    cc = Cubic(mss=MSS)
+    for _ in range(3):
+        slow_start_round(cc, 0.05)
+    slow_start_round(cc, 0.056)  # +6 ms < 6.25 ms
+    assert cc.hystart is not None and cc.hystart.css_baseline is None
+
+
+def test_hystart_rtt_falling_back_resumes_slow_start() -> None:
+    cc = Cubic(mss=MSS)
+    for _ in range(3):
+        slow_start_round(cc, 0.05)
+    slow_start_round(cc, 0.06)
+    assert cc.hystart is not None and cc.hystart.css_baseline is not None
+    slow_start_round(cc, 0.05)  # below the CSS baseline: the rise was spurious
+    assert cc.hystart is not None and cc.hystart.css_baseline is None
+    before = cc.cwnd
+    assert slow_start_round(cc, 0.05) == before
+
+
+def test_hystart_off_after_loss() -> None:
+    cc = Cubic(mss=MSS)
+    slow_start_round(cc, 0.05)
+    cc.on_rto(now=1, in_flight=cc.cwnd)
+    assert cc.hystart is None
+    assert slow_start_round(cc, None) == MSS  # standard slow start from one segment

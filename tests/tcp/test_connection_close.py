@@ -330,3 +330,11 @@ def test_rst_in_close_wait_resets():
         (0.1, "state", State.CLOSED),
         (0.1, "event", ConnectionClosed, {"error": ConnectionResetError}),
     ])
+
+
+def test_send_after_reset_is_dropped_quietly():
+    s = passive()
+    s.run([(0.0, "<", S("R", seq=P)), (0.0, "state", State.CLOSED)])
+    s.conn.send(b"too late")
+    s.run([(0.1, ">", None)])
+    assert s.conn.send_buffer_size == 0

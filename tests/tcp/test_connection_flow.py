@@ -356,7 +356,7 @@ def test_keepalive_answered_by_data_keeps_connection():
         (10.0, ">", S(".", seq=U - 1)),
         (11.0, "<", S("P.", seq=P, ack=U, len=5)),  # in-order data (fast path) answers
         (12.0, "state", State.ESTABLISHED),
-        (20.99, ">", S(".", ack=P + 5)),  # the delayed ACK of the data
+        (20.99, ">", S(".", ack=P + 5)),  # (our ACK of that data, sent at 11.0)
         (21.0, ">", S(".", seq=U - 1)),
     ])
     assert s.conn.state is State.ESTABLISHED
@@ -373,3 +373,50 @@ def test_close_with_unread_data_resets():
         (0.1, "state", State.CLOSED),
         (0.1, "event", ConnectionClosed, {"error": None}),
     ])
+
+
+def test_retransmission_not_held_by_sws_avoidance():
+    # Bytes forced into a small window and lost must be resent on timeout,
+    # although a segment that small would not be sent as new data.
+    s = passive(win=10000)
+    s.run([(0.0, "send", b"x" * 9900), (0.0, lambda sc: sc.outbox.clear())])
+    s.run([
+        (0.1, "send", b"y" * 5000),
+        (0.15, "<", S(".", seq=P, ack=U + 9900, win=100)),
+        (0.36, ">", S("P.", seq=U + 9900, len=100)),
+        (0.54, ">", None),
+        (0.56, ">", S("P.", seq=U + 9900, len=100)),
+    ])
+
+
+def test_held_data_never_exceeds_receive_buffer():
+    # TCP-CHECKLIST 24: a peer ignoring our window cannot grow the buffer.
+    s = passive(config(rcv_buf=3000))
+    s.run([(0.0, "pause")])
+    for k in range(10):
+        s.inject(S("P.", seq=P + 1000 * k, ack=U, len=1000))
+    assert len(s.conn._held) == 3000
+    assert s.outbox[-1][1].window == 0
+
+
+def test_congestion_controller_from_config():
+    from aioxdp.tcp.congestion.cubic import Cubic
+    from aioxdp.tcp.congestion.newreno import NewReno
+
+    assert isinstance(passive(config(congestion="cubic")).conn._cc, Cubic)
+    assert isinstance(passive(config(congestion="newreno")).conn._cc, NewReno)
+
+
+def test_fin_into_closed_window_is_probed_indefinitely():
+    s = passive(config(max_retransmits=2), win=0)
+    s.run([
+        (0.0, "shutdown"),
+        (0.0, ">", None),
+        (0.201, ">", S("F.", seq=U)),
+    ])
+    for _ in range(10):
+        s.inject(S(".", seq=P, ack=U, win=0))  # FIN dropped, window still closed
+        s.advance(s.conn.get_timer())
+        s.expect(S("F.", seq=U))
+    assert s.conn.state is State.FIN_WAIT_1
+    s.run([(s.now, "<", S(".", seq=P, ack=U + 1, win=0)), (s.now, "state", State.FIN_WAIT_2)])

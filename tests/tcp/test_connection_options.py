@@ -195,11 +195,21 @@ def test_rtt_measured_from_timestamp_echo():
 
 def test_timestamp_rtt_after_retransmission():
     # Timestamps give valid samples even for retransmitted data (RFC 7323 §4).
+    # The handshake's ACK carried no timestamp: no sample yet, the RTO is 1 s.
     s = passive(config(timestamps=True), syn=S("S", seq=PEER_ISS, ts=(1, 0)))
-    s.run([(1.0, "send", b"x" * 10), (1.0, ">", S("P.")), (1.21, ">", S("P."))])
+    s.run([(1.0, "send", b"x" * 10), (1.0, ">", S("P.")), (2.01, ">", S("P."))])
     tsval = s.sent[-1].ts[0]
-    s.run([(1.3, "<", S(".", seq=P, ack=U + 10, ts=(2, tsval)))])  # resent at 1.2
+    s.run([(2.1, "<", S(".", seq=P, ack=U + 10, ts=(2, tsval)))])  # resent at 2.0
     assert s.conn._rtt.latest_rtt == pytest.approx(0.1)
+
+
+def test_no_clock_rtt_sample_when_timestamps_missing():
+    # With timestamps on, retransmissions keep the timed mark; an ACK without
+    # a timestamp must then not yield a clock sample (it may be ambiguous).
+    s = passive(config(timestamps=True), syn=S("S", seq=PEER_ISS, ts=(1, 0)))
+    s.run([(1.0, "send", b"x"), (1.0, ">", S("P.")), (2.01, ">", S("P.")),
+           (2.1, "<", S(".", seq=P, ack=U + 1))])
+    assert s.conn._rtt.srtt is None
 
 
 def test_ipv6_and_options_do_not_change_data():

@@ -200,3 +200,20 @@ def test_in_order_data_while_paused_not_lost():
     assert received(s) == b""
     s.run([(0.1, "resume")])
     assert received(s) == b"abc" * 5
+
+
+def test_in_order_segment_overlapping_queue_keeps_first_copy():
+    # TCP-CHECKLIST 14: the same policy whether or not the overlap reaches RCV.NXT.
+    s = passive()
+    s.inject(S("P.", seq=P + 5, ack=U, data=b"FGHIJ"))
+    s.inject(S("P.", seq=P, ack=U, data=b"abcdeXYZ"))
+    assert received(s) == b"abcdeFGHIJ"
+
+
+def test_in_order_data_progresses_with_full_queue():
+    s = passive(config(max_ooo_segments=2))
+    s.inject(S("P.", seq=P + 10, ack=U, data=b"k"))
+    s.inject(S("P.", seq=P + 20, ack=U, data=b"u"))
+    s.inject(S("P.", seq=P, ack=U, data=b"0123456789"))  # cannot be queued: goes up directly
+    assert received(s) == b"0123456789k"
+    assert s.conn.rcv_nxt == P + 11

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aioxdp.tcp.connection import State
 from aioxdp.tcp.events import ConnectionClosed
 
-from .packetscript import ISS, PEER_ISS, S, active, config, passive
+from .packetscript import ISS, PEER_ISS, S, Script, active, config, passive
 
 P = PEER_ISS + 1
 U = ISS + 1
@@ -35,6 +35,7 @@ def test_rto_from_measured_rtt():
     s = active(synack=S("S.", seq=PEER_ISS, ack=U), t0=0.0)
     s.conn._rtt.srtt = None  # forget the handshake's sample; take one of 0.5 s
     s.conn._rtt.sample(0.5)
+    s.conn._rto = s.conn._rtt.rto
     s.run([
         (1.0, "send", b"x"),
         (1.0, ">", S("P.")),
@@ -351,3 +352,48 @@ def test_soft_error_named_on_timeout():
     s.run([(0.201, ">", S("P.")), (0.61, "state", State.CLOSED)])
     (ev,) = s.events()
     assert isinstance(ev.error, TimeoutError) and "unreachable" in str(ev.error)
+
+
+def test_rto_three_seconds_after_syn_timeout():
+    # RFC 6298 §5.7: the SYN was retransmitted, so no RTT sample exists.
+    Script().run([
+        (0.0, "connect"), (0.0, ">", S("S")), (1.0, ">", S("S")),
+        (1.5, "<", S("S.", seq=PEER_ISS, ack=U)),
+        (1.5, ">", S(".")),
+        (2.0, "send", b"x"), (2.0, ">", S("P.")),
+        (4.99, ">", None),
+        (5.0, ">", S("P.", seq=U)),
+    ])
+
+
+def _spurious_fast_retransmit(echo_original: bool) -> tuple[Script, int]:
+    """Six segments sent at t=0, three duplicate ACKs, a fast retransmit at
+    t=0.06, then the ACK of everything echoing either the original
+    transmission's TSval (it arrived: the retransmit was spurious) or the
+    retransmission's (it was needed)."""
+    s = passive(config(congestion="newreno", timestamps=True),
+                syn=S("S", seq=PEER_ISS, mss=M, ts=(7, 0)))
+    s.run([(0.0, "send", b"x" * (6 * M))])
+    original_ts = s.outbox[0][1].ts[0]
+    cwnd_before = s.conn._cc.cwnd
+    s.outbox.clear()
+    s.advance(0.06)
+    for _ in range(3):
+        s.inject(S(".", seq=P, ack=U, ts=(8, original_ts)))
+    (_, retransmit), = s.outbox
+    assert retransmit.seq == U and s.conn._in_recovery
+    echo = original_ts if echo_original else retransmit.ts[0]
+    s.run([(0.1, "<", S(".", seq=P, ack=U + 6 * M, ts=(9, echo)))])
+    return s, cwnd_before
+
+
+def test_eifel_undoes_a_spurious_fast_retransmit():
+    s, cwnd_before = _spurious_fast_retransmit(echo_original=True)
+    # RFC 3522 + RFC 4015: the window reduction is undone, recovery is left
+    assert not s.conn._in_recovery
+    assert s.conn._cc.cwnd >= cwnd_before
+
+
+def test_needed_fast_retransmit_keeps_the_reduction():
+    s, cwnd_before = _spurious_fast_retransmit(echo_original=False)
+    assert s.conn._cc.cwnd <= s.conn._cc.ssthresh < cwnd_before

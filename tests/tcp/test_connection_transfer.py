@@ -126,3 +126,41 @@ def test_transfer_over_lossy_link(sack):
     p.client.shutdown()
     p.run(lambda: p.eof[p.server])
     assert bytes(p.received[p.server]) == data
+
+
+def test_simultaneous_open_and_close_back_to_back():
+    p = Pair(_cfg())
+    p.client.connect(now=0.0)
+    p.server.connect(now=0.0)  # both SYNs cross on the link
+    p.run(lambda: len(p.established) == 2)
+    p.client.send(b"ping" * 1000)
+    p.server.send(b"pong" * 1000)
+    p.client.shutdown()
+    p.server.shutdown()
+    p.run(lambda: len(p.closed) == 2)
+    assert bytes(p.received[p.server]) == b"ping" * 1000
+    assert bytes(p.received[p.client]) == b"pong" * 1000
+    assert p.closed == {p.client: None, p.server: None}
+
+
+def test_slow_reader_back_to_back():
+    # The receiver pauses reading: the window closes, the sender probes, and
+    # resuming reopens the window; every byte arrives once, in order.
+    p = Pair(_cfg(rcv_buf=20000))
+    p.client.connect(now=0.0)
+    p.run(lambda: len(p.established) == 2)
+    data = random.Random(9).randbytes(200_000)
+    p.client.send(data)
+    p.client.shutdown()
+    p.server.pause_reading()
+    p.run(lambda: p.client.snd_wnd == 0)
+    assert len(p.received[p.server]) == 0
+    for _ in range(20):
+        p.server.resume_reading()
+        p.run(lambda: True, limit=1)
+        p.run(lambda: p.client.snd_wnd == 0 or p.eof[p.server])
+        p.server.pause_reading()
+        p.pump(p.server)
+    p.server.resume_reading()
+    p.run(lambda: p.eof[p.server])
+    assert bytes(p.received[p.server]) == data

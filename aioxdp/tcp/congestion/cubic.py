@@ -1,7 +1,10 @@
 """CUBIC congestion control (RFC 9438).
 
-Slow start is the standard one (RFC 9438 §4.10; HyStart++ is not
-implemented). In congestion avoidance the window follows the cubic
+Slow start is the standard one with HyStart++ (RFC 9406, recommended by
+RFC 9438 §4.10) in the first slow start: when the round-trip time starts to
+climb, growth slows to a quarter for a few rounds and then congestion
+avoidance begins, instead of overshooting into a burst of losses. In
+congestion avoidance the window follows the cubic
 W_cubic(t) = C*(t - K)^3 + W_max of the time since the stage began, never
 below the Reno-friendly estimate W_est. The formulas work in segments, as
 the RFC writes them; ``cwnd`` stays in bytes, with the sub-byte remainder of
@@ -17,6 +20,63 @@ BETA = 0.7  # RFC 9438 §4.6: beta_cubic
 # RFC 9438 §4.3: AIMD increase that matches Reno's average rate at this beta.
 ALPHA = 3 * (1 - BETA) / (1 + BETA)
 RTT_GAIN = 0.125  # smoothing of the RTT the curve looks ahead by (RFC 6298 alpha)
+
+# RFC 9406 §4.3 HyStart++ constants.
+MIN_RTT_THRESH = 0.004
+MAX_RTT_THRESH = 0.016
+MIN_RTT_DIVISOR = 8
+N_RTT_SAMPLE = 8
+CSS_GROWTH_DIVISOR = 4
+CSS_ROUNDS = 5
+INF = float("inf")
+
+
+class HyStart:
+    """HyStart++ state (RFC 9406 §4.2) for one slow start.
+
+    A round ends when the bytes outstanding at its start have been
+    acknowledged (the controller does not see sequence numbers; this stands
+    in for "SND.UNA passes windowEnd = SND.NXT").
+    """
+
+    __slots__ = ("round_left", "last_min", "cur_min", "samples", "css_baseline", "css_rounds")
+
+    def __init__(self) -> None:
+        self.round_left = 0
+        self.last_min = INF  # lastRoundMinRTT
+        self.cur_min = INF  # currentRoundMinRTT
+        self.samples = 0  # rttSampleCount
+        self.css_baseline: float | None = None  # cssBaselineMinRtt; None: not in CSS
+        self.css_rounds = 0
+
+    def next_round_if_due(self, in_flight: int) -> bool:
+        """Start a new round when the last one is acknowledged; True when that
+        completes CSS_ROUNDS rounds of conservative slow start."""
+        if self.round_left > 0:
+            return False
+        self.round_left = in_flight
+        self.last_min, self.cur_min, self.samples = self.cur_min, INF, 0
+        if self.css_baseline is None:
+            return False
+        self.css_rounds += 1
+        return self.css_rounds >= CSS_ROUNDS
+
+    def sample(self, acked: int, rtt: float | None) -> None:
+        """After this ACK's growth: track the round's minimum RTT and switch
+        between slow start and CSS on a delay rise or fall."""
+        self.round_left -= acked
+        if rtt is not None:
+            self.cur_min = min(self.cur_min, rtt)
+            self.samples += 1
+        if self.samples < N_RTT_SAMPLE or self.cur_min == INF:
+            return
+        if self.css_baseline is None:
+            if self.last_min < INF:
+                thresh = max(MIN_RTT_THRESH, min(self.last_min / MIN_RTT_DIVISOR, MAX_RTT_THRESH))
+                if self.cur_min >= self.last_min + thresh:
+                    self.css_baseline, self.css_rounds = self.cur_min, 0  # to CSS
+        elif self.cur_min < self.css_baseline:
+            self.css_baseline = None  # the delay rise was spurious: back to slow start
 
 
 class Cubic(CongestionControl):
@@ -34,6 +94,7 @@ class Cubic(CongestionControl):
         self.srtt: float | None = None
         self._last_ack: float | None = None
         self._carry = 0.0  # fractional bytes of growth not yet added to cwnd
+        self.hystart: HyStart | None = HyStart()  # None after the first slow start
 
     # --- the curve, in bytes ------------------------------------------------------------------
 
@@ -51,7 +112,10 @@ class Cubic(CongestionControl):
         self._carry = 0.0
         if self.w_max is None or self.w_max < self.cwnd:
             # After a timeout or a slow start that ended without loss the
-            # plateau is the current window: K = 0, pure convex growth.
+            # plateau is the current window: K = 0, pure convex growth
+            # (RFC 9438 §4.8, §4.10).
+            if self.w_max is None and self.cwnd_prior is None:
+                self.cwnd_prior = float(self.cwnd)
             self.w_max = float(self.cwnd)
             self.k = 0.0
         else:
@@ -74,12 +138,33 @@ class Cubic(CongestionControl):
                 self.t_epoch += now - last
             return
         if self.in_slow_start:
+            if self.hystart is not None:
+                self._hystart_slow_start(acked, rtt, in_flight)
+                return
             acked = self.slow_start(acked)
             if acked == 0:
                 return
         if self.t_epoch is None:
             self._start_epoch(now)
         self._avoid(acked, now)
+
+    def _hystart_slow_start(self, acked: int, rtt: float | None, in_flight: int) -> None:
+        """RFC 9406 §4.2: slow start, or conservative slow start (a quarter of the
+        growth) once the RTT has risen, then congestion avoidance from cwnd.
+        As in the RFC, each ACK grows the window first, then moves the state."""
+        hs = self.hystart
+        assert hs is not None
+        css_done = hs.next_round_if_due(in_flight)
+        if hs.css_baseline is None:
+            self.slow_start(acked)
+        else:
+            grow = min(acked, 2 * self.mss) // CSS_GROWTH_DIVISOR
+            self.cwnd += max(0, min(grow, self.ssthresh - self.cwnd))
+        if css_done:
+            self.ssthresh = self.cwnd  # CSS done: congestion avoidance from here
+            self.hystart = None
+        else:
+            hs.sample(acked, rtt)
 
     def _avoid(self, acked: int, now: float) -> None:
         assert self.t_epoch is not None
@@ -121,6 +206,7 @@ class Cubic(CongestionControl):
 
     def on_congestion_event(self, *, now: float, in_flight: int) -> None:
         cwnd = self.cwnd
+        self.hystart = None  # RFC 9406 §4.2: a loss ends slow start, HyStart++ with it
         super().on_congestion_event(now=now, in_flight=in_flight)
         self._remember_peak(cwnd)
         self.t_epoch = None
@@ -130,6 +216,7 @@ class Cubic(CongestionControl):
         # RFC 9438 §4.8: Reno's window collapse with a beta_cubic ssthresh;
         # the next stage starts with K = 0 and W_max = cwnd_epoch.
         cwnd, first = self.cwnd, not self._after_rto
+        self.hystart = None  # later slow starts are the standard one
         super().on_rto(now=now, in_flight=in_flight)
         if first:
             self.cwnd_prior = float(cwnd)

@@ -1,0 +1,512 @@
+"""The XDP protection stage on a real veth pair: malformed segments, allow/deny
+lists, per-source rate limits and SYN cookies answered by XDP, changed at run time
+in-process and from another process (aioxdp/protect.py, aioxdp/protect_cli.py).
+
+Crafted frames come from a raw socket in the client namespace, spoofed sources
+only inside 198.18.0.0/15 and 2001:2::/48; replies are captured there too. Real
+Linux peers (curl, Python sockets) check the paths a real client takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import select
+import socket
+import struct
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from aioxdp._xsk import XdpProgram, packed_address
+from aioxdp.protect import Protection, Rule
+from aioxdp.protect_cli import main as filter_main
+from aioxdp.tcp import wire
+from aioxdp.tcp.config import TcpConfig
+from aioxdp.tcp.connection import receive_window_scale
+from aioxdp.tcp.cookies import MSS_TABLE_V4, MSS_TABLE_V6, check_cookie, ts_clock
+from aioxdp.tcp.segment import ACK, FIN, RST, SYN, Segment
+from aioxdp.tcp.table import ConnectionTable
+from aioxdp.topology import Topology
+
+from .stackhelpers import peer, peer_python, run_on_stack
+from .test_xsk import MODES, Stack, inject, mac_of, open_stack, wait_for
+
+pytestmark = pytest.mark.netns
+
+PORT = 7000
+
+
+@pytest.fixture
+def stack(topology: Topology) -> Iterator[Stack]:
+    """Program + AF_XDP socket (SKB mode), with a listener on the server's port."""
+    with open_stack(topology, "skb") as s:
+        listen_on(s.prog, topology)
+        yield s
+
+
+def listen_on(prog: XdpProgram, t: Topology) -> None:
+    for addr in (t.server_ip, t.server_ip6):
+        prog.add_local_address(packed_address(addr))
+        prog.add_listener(packed_address(addr), PORT)
+
+
+def segment(src: str, dst: str, *, sport: int = 40000, flags: int = SYN, seq: int = 1000,
+            ack: int = 0, **options: object) -> Segment:
+    return Segment(packed_address(src), packed_address(dst), sport, PORT, seq, ack, flags,
+                   65535, **options)  # type: ignore[arg-type]
+
+
+def frame(s: Stack, seg: Segment) -> bytes:
+    return wire.build_frame(seg, src_mac=s.client_mac, dst_mac=s.server_mac)
+
+
+def arrived(s: Stack, frames: list[bytes], marker: Segment) -> list[Segment]:
+    """Inject ``frames`` then ``marker`` (which must get through); returns the
+    segments that reached the AF_XDP socket, the marker included."""
+    def is_marker(f: bytes) -> bool:
+        seg = wire.parse_frame(f)
+        return seg is not None and seg.sport == marker.sport
+
+    inject(s.topo, [*frames, frame(s, marker)])
+    got = [wire.parse_frame(f) for f in wait_for(s.xsk, is_marker)]
+    return [seg for seg in got if seg is not None]
+
+
+@contextlib.contextmanager
+def capture(t: Topology) -> Iterator[socket.socket]:
+    """A raw socket on the client's veth: sees the frames the server sends back."""
+    with t.client():
+        raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    with raw:
+        raw.bind((t.client_if, 0))
+        yield raw
+
+
+def replies(raw: socket.socket, count: int, timeout: float = 5.0) -> list[Segment]:
+    """The first ``count`` TCP segments the client end receives, checksums verified."""
+    out: list[Segment] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count and time.monotonic() < deadline:
+        if not select.select([raw], [], [], 0.1)[0]:
+            continue
+        data, addr = raw.recvfrom(4096)
+        if addr[2] == socket.PACKET_OUTGOING:
+            continue
+        seg = wire.parse_frame(data, verify_checksum=True)
+        if seg is not None:
+            out.append(seg)
+    return out
+
+
+# ---- 1. malformed ----------------------------------------------------------------------------
+
+def test_malformed_segments_are_dropped_and_counted(stack: Stack) -> None:
+    t, prog = stack.topo, stack.prog
+    c, sv = t.client_ip, t.server_ip
+    bad_flags = [frame(stack, segment(c, sv, flags=f))
+                 for f in (SYN | FIN, SYN | RST, FIN, 0, 0x08)]  # 0x08: PSH alone
+    good = frame(stack, segment(c, sv))
+    too_long = bytearray(good)
+    too_long[16:18] = struct.pack("!H", len(good) - 14 + 1)  # IPv4 total length past the frame
+    too_short = bytearray(good)
+    too_short[16:18] = struct.pack("!H", 20 + 19)  # shorter than IP + TCP headers
+    v6 = frame(stack, segment(t.client_ip6, t.server_ip6))
+    v6_long = bytearray(v6)
+    v6_long[18:20] = struct.pack("!H", len(v6) - 54 + 1)  # payload length past the frame
+    # IPv6 first fragment (offset 0, more fragments) carrying a TCP header to our port
+    fragment = bytearray(v6[:54]) + struct.pack("!BBHI", 6, 0, 1, 7) + v6[54:]
+    fragment[20] = 44  # next header: fragment
+    fragment[18:20] = struct.pack("!H", len(fragment) - 54)
+    frames = [*bad_flags, bytes(too_long), bytes(too_short), bytes(v6_long), bytes(fragment)]
+    got = arrived(stack, frames, segment(c, sv, sport=40001))
+    assert [seg.sport for seg in got] == [40001]
+    counters = prog.counters()
+    assert counters["dropped_bad_flags"] == 5
+    assert counters["dropped_bad_length"] == 3
+    assert counters["dropped_fragment"] == 1
+    assert counters["redirected"] == 1
+
+
+# ---- 2. allow/deny lists ----------------------------------------------------------------------
+
+def test_deny_list_drops_prefixes_and_counts_hits(stack: Stack) -> None:
+    t = stack.topo
+    protection = stack.prog.protection
+    protection.deny("198.18.5.0/24")
+    protection.deny("2001:2::5:0/112")
+    assert sorted(protection.rules(), key=lambda r: r.prefix) == [
+        Rule("deny", "198.18.5.0/24", 0), Rule("deny", "2001:2::5:0/112", 0)]
+    frames = [frame(stack, segment("198.18.5.7", t.server_ip, sport=40000 + i)) for i in range(3)]
+    frames.append(frame(stack, segment("2001:2::5:9", t.server_ip6, sport=40003)))
+    frames.append(frame(stack, segment("198.18.6.7", t.server_ip, sport=40004)))
+    got = arrived(stack, frames, segment(t.client_ip, t.server_ip, sport=40010))
+    assert [seg.sport for seg in got] == [40004, 40010]
+    assert stack.prog.counters()["dropped_denied"] == 4
+    assert {r.prefix: r.hits for r in protection.rules()} == {
+        "198.18.5.0/24": 3, "2001:2::5:0/112": 1}
+
+    assert protection.remove("198.18.5.0/24")
+    assert not protection.remove("198.18.5.0/24")
+    got = arrived(stack, [frame(stack, segment("198.18.5.7", t.server_ip, sport=40020))],
+                  segment(t.client_ip, t.server_ip, sport=40021))
+    assert [seg.sport for seg in got] == [40020, 40021]
+
+
+def test_allow_only_mode_lets_only_allowed_prefixes_through(stack: Stack) -> None:
+    t = stack.topo
+    protection = stack.prog.protection
+    protection.allow("198.18.0.0/24")
+    protection.allow("198.18.9.9")
+    protection.deny("198.18.0.66")  # a deny rule wins over an allow rule
+    protection.allow_only(True)
+    assert protection.settings().allow_only
+    frames = [frame(stack, segment(src, t.server_ip, sport=40000 + i))
+              for i, src in enumerate(["198.18.0.9", "198.19.0.9", "198.18.9.9", "198.18.0.66",
+                                       "198.18.9.10"])]
+    frames.append(frame(stack, segment(t.client_ip6, t.server_ip6, sport=40005)))
+    got = arrived(stack, frames, segment(t.client_ip, t.server_ip, sport=40010))
+    assert [seg.sport for seg in got] == [40000, 40002, 40010]
+    counters = stack.prog.counters()
+    assert counters["dropped_not_allowed"] == 3
+    assert counters["dropped_denied"] == 1
+
+    protection.allow_only(False)
+    got = arrived(stack, [frame(stack, segment("198.19.0.9", t.server_ip, sport=40020))],
+                  segment(t.client_ip, t.server_ip, sport=40021))
+    assert [seg.sport for seg in got] == [40020, 40021]
+
+
+# ---- 3. rate limit ----------------------------------------------------------------------------
+
+def test_rate_limit_drops_a_source_above_its_bucket(stack: Stack) -> None:
+    t = stack.topo
+    protection = stack.prog.protection
+    # one packet per 10 s after a burst of 5: the 20 frames below arrive well within 10 s
+    protection.rate_limit(0.1, burst=5)
+    assert (protection.settings().rate_pps, protection.settings().rate_burst) == (0.1, 5)
+    flood = [frame(stack, segment("198.18.3.3", t.server_ip, sport=41000 + i)) for i in range(20)]
+    got = arrived(stack, flood, segment(t.client_ip, t.server_ip, sport=40010))
+    assert [seg.sport for seg in got] == [41000, 41001, 41002, 41003, 41004, 40010]
+    assert stack.prog.counters()["dropped_rate_limited"] == 15
+
+    protection.rate_limit(0)
+    got = arrived(stack, flood[5:7], segment(t.client_ip, t.server_ip, sport=40011))
+    assert [seg.sport for seg in got] == [41005, 41006, 40011]
+
+
+# ---- 4. SYN cookies from XDP ------------------------------------------------------------------
+
+def cookie_table() -> ConnectionTable:
+    return ConnectionTable(config=TcpConfig(), secret=bytes(range(32)), now=0.0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_spoofed_syns_are_answered_with_cookies_the_table_accepts(
+        topology: Topology, mode: str) -> None:
+    t = topology
+    table = cookie_table()
+    with contextlib.ExitStack() as stack, open_stack(t, mode) as s:
+        if mode == "native":
+            # veth hands native XDP_TX frames only to a peer running NAPI, which an XDP
+            # program there turns on (ours, with no listeners, passes everything)
+            with t.client():
+                ifindex = socket.if_nametoindex(t.client_if)
+                stack.enter_context(XdpProgram.load(ifindex, mode="native"))
+        listen_on(s.prog, t)
+        s.prog.protection.use_table(table)
+        s.prog.protection.syn_cookies(0)  # always
+        syns = []
+        for i in range(60):
+            src = f"198.18.{1 + i // 20}.{1 + i % 20}"
+            dst = t.server_ip
+            if i % 3 == 1:
+                src, dst = f"2001:2::7:{i}", t.server_ip6
+            options: dict[str, object] = {"mss": (536, 1300, 1460, 9000)[i % 4]}
+            if i % 3 != 2:  # every third SYN without timestamps: nothing but the MSS
+                options.update(ts=(1_000_000 + i, 0), wscale=i % 16, sack_permitted=i % 2 == 0)
+            syns.append(segment(src, dst, sport=42000 + i, seq=0xFFFFFF00 + i, **options))  # type: ignore[arg-type]
+        with capture(t) as raw:
+            before = ts_clock(time.monotonic())
+            inject(t, [frame(s, syn) for syn in syns])
+            got = {seg.dport: seg for seg in replies(raw, len(syns))}
+            after = ts_clock(time.monotonic())
+        assert sorted(got) == [syn.sport for syn in syns]
+        for syn in syns:
+            synack = got[syn.sport]
+            assert (synack.src, synack.dst, synack.sport) == (syn.dst, syn.src, PORT)
+            assert synack.flags == SYN | ACK and synack.ack == (syn.seq + 1) & 0xFFFFFFFF
+            assert synack.mss == table.config.mss and synack.window == 65535
+            ack = Segment(syn.src, syn.dst, syn.sport, PORT, synack.ack, synack.seq + 1, ACK,
+                          1000, ts=None if synack.ts is None else (syn.ts[0] + 1, synack.ts[0]))  # type: ignore[index]
+            info = check_cookie(table.cookie_secrets, ack, now=time.monotonic())
+            assert info is not None, f"XDP cookie for {syn.sport} fails cookies.check_cookie"
+            table_mss = MSS_TABLE_V4 if len(syn.src) == 4 else MSS_TABLE_V6
+            assert info.mss == max(m for m in table_mss if m <= syn.mss or m == table_mss[0])  # type: ignore[operator]
+            if syn.ts is None:
+                assert synack.ts is None and synack.wscale is None and not synack.sack_permitted
+                continue
+            # our TSval: the loop's ms clock (CLOCK_MONOTONIC), low 6 bits replaced
+            assert synack.ts is not None and synack.ts[1] == syn.ts[0]
+            assert before - 64 <= synack.ts[0] <= after
+            # RFC 7323 §2.3: a shift above 14 is taken as 14
+            assert (info.wscale, info.sack_permitted) == (min(syn.wscale, 14), syn.sack_permitted)  # type: ignore[type-var]
+            assert synack.wscale == (None if syn.wscale is None else
+                                     receive_window_scale(table.config.rcv_buf))
+            assert synack.sack_permitted == syn.sack_permitted
+        counters = s.prog.counters()
+        assert counters["syn_cookie_sent"] == len(syns)
+        assert counters["redirected"] == counters["syn_passed"] == 0
+        assert s.xsk.stats()["rx"] == 0  # none reached userspace
+
+
+def test_syn_cookies_switch_on_above_the_threshold(stack: Stack) -> None:
+    t = stack.topo
+    protection = stack.prog.protection
+    protection.use_table(cookie_table())
+    protection.syn_cookies(1000)  # 100 SYNs per 100 ms window
+    assert protection.settings().syn_cookie_threshold_pps == 1000
+    few = [frame(stack, segment("198.18.2.1", t.server_ip, sport=43000 + i)) for i in range(20)]
+    arrived(stack, few, segment(t.client_ip, t.server_ip, sport=40010, flags=ACK))
+    counters = stack.prog.counters()
+    assert (counters["syn_passed"], counters["syn_cookie_sent"]) == (20, 0)
+    # a burst well above 100 SYNs in one window (a few ms to send): cookie mode,
+    # which then holds for a second, so the marker SYN after it gets a cookie too
+    flood = [frame(stack, segment("198.18.2.2", t.server_ip, sport=44000 + i % 1000, seq=i))
+             for i in range(400)]
+    with capture(t) as raw:
+        inject(t, flood)
+        assert replies(raw, 1)
+    counters = stack.prog.counters()
+    assert counters["syn_cookie_sent"] > 0
+    assert counters["syn_passed"] + counters["syn_cookie_sent"] == 420
+    assert protection.settings().syn_cookies_active
+
+    protection.syn_cookies(None)
+    assert not protection.settings().syn_cookies_active
+    got = arrived(stack, [], segment(t.client_ip, t.server_ip, sport=40011))
+    assert got[-1].sport == 40011
+
+
+# ---- 5. another process ----------------------------------------------------------------------
+
+def test_rules_from_another_process_through_the_cli(stack: Stack) -> None:
+    """``aioxdp filter`` in a separate ``ip netns exec`` process (its own /sys: no
+    shared bpffs) finds the program by id and edits the same maps."""
+    t = stack.topo
+
+    def cli(*args: str) -> str:
+        return t.exec(t.server_ns, sys.executable, "-m", "aioxdp.protect_cli", "filter",
+                      *args, "--interface", t.server_if).stdout
+
+    cli("deny", "198.18.7.0/24", "2001:2::7:0/112")
+    cli("rate-limit", "50", "--burst", "10")
+    cli("syn-cookies", "5000")
+    listing = json.loads(cli("list", "--json"))
+    assert [(r["list"], r["prefix"]) for r in listing["rules"]] == [
+        ("deny", "198.18.7.0/24"), ("deny", "2001:2::7:0/112")]
+    assert listing["settings"]["rate_pps"] == 50 and listing["settings"]["rate_burst"] == 10
+    assert listing["settings"]["syn_cookie_threshold_pps"] == 5000
+    # the in-process view is the same program
+    assert stack.prog.protection.settings().syn_cookie_threshold_pps == 5000
+    got = arrived(stack, [frame(stack, segment("198.18.7.1", t.server_ip, sport=40001))],
+                  segment(t.client_ip, t.server_ip, sport=40002))
+    assert [seg.sport for seg in got] == [40002]
+    assert "1 hits" in cli("list")
+    cli("remove", "198.18.7.0/24")
+    cli("syn-cookies", "off")
+    cli("rate-limit", "0")
+    settings = stack.prog.protection.settings()
+    assert (settings.rate_pps, settings.syn_cookie_threshold_pps) == (0, None)
+    assert [r.prefix for r in stack.prog.protection.rules()] == ["2001:2::7:0/112"]
+
+
+def test_filter_cli_reports_a_missing_program(topology: Topology,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with topology.server():
+        assert filter_main(["filter", "list", "-i", topology.server_if]) == 1
+    assert "no aioxdp XDP program" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError), topology.server():
+        Protection.attach(topology.server_if)
+
+
+# ---- 6. the whole stack, real Linux peers ----------------------------------------------------
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+
+
+class Http(asyncio.Protocol):
+    """The smallest HTTP responder; records the TCP options of each connection it serves."""
+
+    seen: list[dict[str, object]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.request = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.request += data
+        if b"\r\n\r\n" in self.request:
+            conn = self.transport._conn  # type: ignore[attr-defined]
+            Http.seen.append({"mss": conn.mss, "snd_wscale": conn.snd_wscale,
+                              "sack": conn._sack_ok, "ts": conn._ts_ok})
+            self.transport.write(RESPONSE)  # type: ignore[attr-defined]
+            self.transport.close()
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+
+# A kernel client in the client namespace: GET / from a source address, offering MSS 1300;
+# prints the body and the options its SYN offered and the kernel agreed on (TCP_INFO).
+HTTP_CLIENT = """
+    import json, socket, sys
+    source, server, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    s = socket.socket()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1300)
+    s.bind((source, 0))
+    s.settimeout(2.5)
+    try:
+        s.connect((server, port))
+    except OSError as exc:
+        print(json.dumps({"error": type(exc).__name__}))
+        sys.exit()
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    print(json.dumps({"body": data.split(b"\\r\\n\\r\\n", 1)[1].decode(),
+                      "options": info[5], "rcv_wscale": info[6] >> 4}))
+"""
+TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
+
+
+async def http_get(t: Topology, source: str) -> dict[str, object]:
+    _code, out, _err = await peer_python(t, HTTP_CLIENT, source, t.server_ip, str(PORT))
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_real_clients_complete_handshakes_made_by_xdp_cookies(topology: Topology) -> None:
+    t = topology
+    Http.seen = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Http, t.server_ip, PORT)
+        stack = loop.xdp_stack  # type: ignore[attr-defined]
+        stack.program.protection.syn_cookies(0)  # every SYN answered by XDP
+        _code, out, _err = await peer(t, "curl", "-sS", "--max-time", "10",
+                                      f"http://{t.server_ip}:{PORT}/")
+        assert out == b"hello"
+        result = await http_get(t, t.client_ip)
+        assert result["body"] == "hello"
+        # the kernel client saw its options accepted, and the server kept the SYN's
+        assert result["options"] == TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE
+        assert Http.seen[-1] == {"mss": 1300, "snd_wscale": result["rcv_wscale"],
+                                 "sack": True, "ts": True}
+        counters = stack.program.counters()
+        assert counters["syn_cookie_sent"] >= 2 and counters["syn_passed"] == 0
+        assert counters["cookie_ack_valid"] >= 2
+        assert stack.table.stats["syn-cookies-validated"] >= 2
+        server.close()
+
+    run_on_stack(t, main, timeout=60)
+
+
+def test_spoofed_syn_flood_never_reaches_userspace(topology: Topology) -> None:
+    t = topology
+    client_mac = mac_of(t, t.client_ns, t.client_if)
+    server_mac = mac_of(t, t.server_ns, t.server_if)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Http, t.server_ip, PORT)
+        stack = loop.xdp_stack  # type: ignore[attr-defined]
+        stack.program.protection.syn_cookies(0)
+        rx = stack.xsk.stats()["rx"]
+        flood = [wire.build_frame(segment(f"198.18.{1 + i // 200}.{1 + i % 200}", t.server_ip,
+                                          sport=20000 + i, mss=1460, ts=(i, 0), wscale=7,
+                                          sack_permitted=True),
+                                  src_mac=client_mac, dst_mac=server_mac) for i in range(600)]
+        inject(t, flood)
+        for _ in range(500):
+            if stack.program.counters()["syn_cookie_sent"] >= len(flood):
+                break
+            await asyncio.sleep(0.01)
+        assert stack.program.counters()["syn_cookie_sent"] == len(flood)
+        assert stack.xsk.stats()["rx"] == rx  # not one frame reached the AF_XDP socket
+        assert not stack.table.connections and not stack.table.stats
+        # and the server keeps serving
+        result = await http_get(t, t.client_ip)
+        assert result["body"] == "hello"
+        server.close()
+
+    run_on_stack(t, main, timeout=60)
+
+
+def test_rules_change_at_run_time_and_real_peers_see_them(topology: Topology) -> None:
+    """An open connection survives unrelated rule changes; a denied (then a not-allowed)
+    source gets no answer while the others are served."""
+    t = topology
+    other = "198.18.0.77"  # a second address of the client, for the blocked peer
+    t.ip(t.client_ns, "addr", "add", f"{other}/24", "dev", t.client_if)
+    echo_client = """
+        import socket, sys
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+        for line in sys.stdin:
+            s.sendall(line.encode())
+            print(s.recv(100).decode(), end="", flush=True)
+    """
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        echo = await loop.create_server(Echo, t.server_ip, PORT + 1)
+        http = await loop.create_server(Http, t.server_ip, PORT)
+        protection = loop.xdp_stack.program.protection  # type: ignore[attr-defined]
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", t.client_ns, sys.executable, "-c", textwrap.dedent(echo_client),
+            t.server_ip, str(PORT + 1), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None
+
+        async def echo_line(text: str) -> bytes:
+            proc.stdin.write(text.encode() + b"\n")  # type: ignore[union-attr]
+            return await asyncio.wait_for(proc.stdout.readline(), 10)  # type: ignore[union-attr]
+
+        assert await echo_line("one") == b"one\n"
+        protection.deny("198.19.0.0/16")
+        protection.deny(f"{other}/32")
+        assert await echo_line("two") == b"two\n"
+        assert (await http_get(t, other)) == {"error": "TimeoutError"}
+        assert (await http_get(t, t.client_ip))["body"] == "hello"
+        denied = protection.counters()["dropped_denied"]
+        assert denied >= 1
+        assert {r.prefix: r.hits for r in protection.rules()}[f"{other}/32"] == denied
+
+        protection.remove(f"{other}/32")
+        protection.remove("198.19.0.0/16")
+        assert (await http_get(t, other))["body"] == "hello"
+        protection.allow(f"{t.client_ip}/32")
+        protection.allow_only(True)
+        assert (await http_get(t, other)) == {"error": "TimeoutError"}
+        assert (await http_get(t, t.client_ip))["body"] == "hello"
+        assert protection.counters()["dropped_not_allowed"] >= 1
+        assert await echo_line("three") == b"three\n"
+        protection.allow_only(False)
+
+        proc.stdin.close()
+        assert await proc.wait() == 0
+        echo.close()
+        http.close()
+
+    run_on_stack(t, main, timeout=90)
