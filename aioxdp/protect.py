@@ -15,10 +15,18 @@ Rules apply only to traffic aimed at the stack's own flows; everything else is
 the kernel's and passes untouched. Order in the program: malformed, deny list,
 allow list (allow-only mode), rate limit, SYN cookies.
 
+A SYN cookie is answered with XDP_TX. On veth in native mode the kernel hands
+XDP_TX frames only to a peer running NAPI (an XDP program or GRO there); SKB
+mode and real NICs need nothing.
+
 SYN cookies made in XDP are cookies.py's, under the keys of the table's
-``CookieSecrets`` (``use_table`` writes them; call it again after
-``CookieSecrets.rotate``), with the clock the table uses: bpf_ktime_get_ns() is
+``CookieSecrets`` (``use_table`` writes them; after ``CookieSecrets.rotate``,
+``set_cookie_secrets``), with the clock the table uses: bpf_ktime_get_ns() is
 CLOCK_MONOTONIC, which is time.monotonic() and asyncio's loop.time().
+
+Prefixes: IPv4 ones are stored as ::ffff:a.b.c.d (RFC 4291 §2.5.5.2) in the
+same LPM tries as IPv6 ones, so an IPv6 prefix covering ::ffff:0:0/96 (::/0,
+for one) matches IPv4 sources too.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ if TYPE_CHECKING:
     from .tcp.cookies import CookieSecrets
     from .tcp.table import ConnectionTable
 
-__all__ = ["Protection", "Rule", "Settings"]
+__all__ = ["Protection", "ProtectionSettings", "Rule"]
 
 LISTS = ("deny", "allow")
 _MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, RFC 4291 §2.5.5.2
@@ -60,7 +68,7 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class Settings:
+class ProtectionSettings:
     """The protection stage's switches, as ``Protection.settings`` reads them back."""
 
     allow_only: bool
@@ -70,13 +78,9 @@ class Settings:
     syn_cookies_active: bool  # is the program answering SYNs with cookies right now?
 
 
-def _network(prefix: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(prefix, strict=False)
-
-
 def _key(prefix: str) -> object:
     """The LPM trie key of ``prefix``: IPv4 mapped into IPv6 (struct aioxdp_lpm_key)."""
-    net = _network(prefix)
+    net = ipaddress.ip_network(prefix, strict=False)
     key = ffi.new("struct aioxdp_lpm_key *")
     if net.version == 4:
         key.addr[0:16] = _MAPPED + net.network_address.packed
@@ -204,13 +208,13 @@ class Protection:
             cfg.syn_threshold = math.ceil(threshold_pps / WINDOW_PER_SECOND)  # type: ignore[attr-defined]
         self._write(cfg)
 
-    def settings(self) -> Settings:
+    def settings(self) -> ProtectionSettings:
         cfg = self._config()
         interval = int(cfg.rate_interval_ns)  # type: ignore[attr-defined]
         threshold = None
         if cfg.syn_cookies == lib.AIOXDP_SYNCOOKIES_ON:  # type: ignore[attr-defined]
             threshold = round(int(cfg.syn_threshold) * WINDOW_PER_SECOND)  # type: ignore[attr-defined]
-        return Settings(
+        return ProtectionSettings(
             allow_only=bool(cfg.allow_only),  # type: ignore[attr-defined]
             rate_pps=NS / interval if interval else 0.0,
             rate_burst=int(cfg.rate_burst_ns) // interval + 1 if interval else 0,  # type: ignore[attr-defined]

@@ -34,7 +34,13 @@ SEND_BUFFER = 256 * 1024
 
 
 def sockaddr(addr: bytes, port: int) -> tuple[Any, ...]:
-    """The address tuple asyncio users expect from getpeername()/getsockname()."""
+    """The address tuple asyncio users expect from getpeername()/getsockname().
+
+    A wildcard listener (``b""``: every address of the interface) shows as
+    ``("0.0.0.0", port)``, as a socket bound to INADDR_ANY does.
+    """
+    if not addr:
+        return ("0.0.0.0", port)
     if len(addr) == 16:
         return (str(ipaddress.IPv6Address(addr)), port, 0, 0)
     return (str(ipaddress.IPv4Address(addr)), port)

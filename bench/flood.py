@@ -94,7 +94,7 @@ class Flood:
             raise ValueError(f"kind must be one of {KINDS}")
         if not 0 < duration <= MAX_DURATION:
             raise ValueError(f"duration must be in (0, {MAX_DURATION}] seconds")
-        self.topo, self.duration = topo, duration
+        self.topo, self.kind, self.duration = topo, kind, duration
         self.cmd = [
             "nice", "-n", str(nice), "taskset", "-c", str(cpu), str(binary()),
             "--kind", kind, "--dev", topo.client_if,
@@ -124,9 +124,13 @@ class Flood:
             self.proc.kill()
             out, err = self.proc.communicate()
             raise RuntimeError(f"flood did not stop by itself: {err.strip()}") from None
-        if self.proc.returncode != 0:
+        if stop and self.proc.returncode == -signal.SIGTERM:
+            # stopped before flood.c set its handler, which it does before opening a socket
+            self.result = FloodResult(self.kind, 0, 0.0, 0.0, 0, 0)
+        elif self.proc.returncode != 0:
             raise RuntimeError(f"flood failed ({self.proc.returncode}): {err.strip()}")
-        self.result = parse(out)
+        else:
+            self.result = parse(out)
         return self.result
 
     def run(self) -> FloodResult:

@@ -47,7 +47,7 @@
 #define IP_MF 0x2000
 #define IP_DF 0x4000
 #define IP_OFFSET 0x1fff
-#define IPV6_FRAG_OFFSET 0xfff8 /* RFC 8200 §4.5: 13-bit offset, 2 reserved, M */
+#define IPV6_FRAG_OFFSET 0xfff8 /* RFC 8200 §4.5: the offset bits of offset/res/M */
 #define NEXTHDR_FRAGMENT 44
 #define TTL 64
 
@@ -521,7 +521,9 @@ struct syn_info {
 
 /* The SYN's MSS, window scale, SACK-permitted and TSval (RFC 9293 §3.2,
  * RFC 7323, RFC 2018), from the option bytes copied to `opt` (64 bytes, zero
- * past `len`). Unrolled over every position, reading only at constant
+ * past `len`), with the tolerance of aioxdp/tcp/wire.py's _parse_options:
+ * unknown kinds skipped by their length, a wrong length ignores the option,
+ * a length below 2 or past the end stops the walk. Unrolled over every position, reading only at constant
  * offsets: `next` (where the next option starts) is only compared, so the
  * verifier's states stay few. */
 static __always_inline void parse_syn_options(const __u8 *opt, __u32 len, struct syn_options *o)
@@ -551,7 +553,7 @@ static __always_inline void parse_syn_options(const __u8 *opt, __u32 len, struct
 		} else if (kind == 3 && size == 3) {
 			o->wscale = opt[pos + 2];
 			o->has_wscale = 1;
-		} else if (kind == 4) {
+		} else if (kind == 4 && size == 2) {
 			o->sack = 1;
 		} else if (kind == 8 && size == 10) {
 			o->tsval = (__u32)opt[pos + 2] << 24 | (__u32)opt[pos + 3] << 16 |
@@ -796,12 +798,13 @@ static __always_inline int protect(struct xdp_md *ctx, struct packet *pk, enum o
 		return verdict(action == XDP_TX ? AIOXDP_CNT_SYN_COOKIE_SENT
 						: AIOXDP_CNT_SYN_DROPPED, action);
 	}
-	/* an ACK to a listener within a cookie's validity (two counters,
-	 * 128 s) of the last cookie sent: checked and counted, not dropped,
-	 * since it may belong to an established connection XDP cannot see */
+	/* an ACK to a listener shortly after the last cookie sent (the ACK
+	 * completing a handshake follows its SYN-ACK by one round trip):
+	 * checked and counted, never dropped, since it may belong to an
+	 * established connection XDP cannot see; userspace checks it again */
 	if ((flags & (TCP_FLAGS_ACK | TCP_FLAGS_SYN | TCP_FLAGS_RST)) == TCP_FLAGS_ACK &&
 	    owner == OURS_LISTENER && st->last_cookie_ns &&
-	    now - st->last_cookie_ns < (MAX_COOKIE_AGE * NSEC_PER_SEC) << COOKIE_COUNTER_SHIFT)
+	    now - st->last_cookie_ns < AIOXDP_COOKIE_ACK_WINDOW_NS)
 		count(aioxdp_cookie_valid(&si.flow, bpf_ntohl(pk->tcp->ack_seq) - 1,
 					  bpf_ntohl(pk->tcp->seq) - 1, now)
 			      ? AIOXDP_CNT_COOKIE_ACK_VALID

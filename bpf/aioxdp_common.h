@@ -48,10 +48,13 @@ enum aioxdp_counter {
 	AIOXDP_CNT_DROP_NOT_ALLOWED, /* allow-only mode, source not in the allow list */
 	AIOXDP_CNT_DROP_RATE_LIMITED, /* source above its token bucket */
 	AIOXDP_CNT_SYN_PASSED, /* SYN to a listener handed to userspace (no cookie mode) */
-	AIOXDP_CNT_SYN_COOKIE_SENT, /* SYN answered with a cookie SYN-ACK by XDP_TX */
+	/* SYN answered by a cookie SYN-ACK: XDP_TX verdicts (a driver that then
+	 * fails to send counts it in its own xdp_tx_errors) */
+	AIOXDP_CNT_SYN_COOKIE_SENT,
 	AIOXDP_CNT_SYN_DROPPED, /* SYN in cookie mode that could not be answered */
-	AIOXDP_CNT_COOKIE_ACK_VALID, /* ACK to a listener carrying a valid cookie */
-	AIOXDP_CNT_COOKIE_ACK_INVALID, /* ACK to a listener without one (maybe established) */
+	/* ACKs to a listener within 3 s of the last cookie sent (both redirected) */
+	AIOXDP_CNT_COOKIE_ACK_VALID, /* carrying a valid cookie */
+	AIOXDP_CNT_COOKIE_ACK_INVALID, /* not (maybe an established connection's) */
 	AIOXDP_CNT_MAX,
 };
 
@@ -83,6 +86,7 @@ struct aioxdp_config {
 #define AIOXDP_SYNACK_SACK 4
 #define AIOXDP_SYN_WINDOW_NS 100000000ULL /* SYN rate measured per 100 ms */
 #define AIOXDP_COOKIE_HOLD_NS 1000000000ULL /* cookie mode lasts 1 s past the flood */
+#define AIOXDP_COOKIE_ACK_WINDOW_NS 3000000000ULL /* ACKs checked 3 s past the last cookie */
 
 /* A SipHash key as aioxdp/tcp/cookies.py reads it: 16 bytes, two
  * little-endian u64. */

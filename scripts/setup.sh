@@ -16,9 +16,9 @@ cd "$(dirname "$0")/.."
 # clang/llvm: BPF programs; libbpf-dev, libxdp-dev: headers and libraries of
 # the cffi module; iproute2, ethtool, procps (sysctl): test topologies;
 # wrk, curl, iputils-ping, hping3, tcpdump: real peers and probes; bpftool:
-# BPF map access (aioxdp/impair.py)
+# BPF map access (aioxdp/impair.py); openssl: test certificates
 PACKAGES=(clang llvm libbpf-dev libxdp-dev gcc make iproute2 ethtool procps
-          wrk curl iputils-ping tcpdump bpftool hping3)
+          wrk curl iputils-ping tcpdump bpftool hping3 openssl)
 VENV=.venv
 # the install step's inputs: a change to any of them reinstalls
 STAMP_INPUTS=(pyproject.toml setup.py)
@@ -63,7 +63,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$PY" -m pip install -q --upgrade pip
     # the build needs these in the venv: without build isolation, pip builds
     # with what is installed, and a second install needs no download
-    "$PY" -m pip install -q 'setuptools>=68' wheel 'cffi>=1.16'
+    "$PY" -m pip install -q 'setuptools>=77' wheel 'cffi>=1.16'
     "$PY" -m pip install -q --no-build-isolation -e '.[test]'
     echo "$want" > "$stamp"
 else

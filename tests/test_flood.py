@@ -13,6 +13,7 @@ import ipaddress
 import socket
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,23 @@ def test_stops_at_its_count(topology: Topology) -> None:
     assert result.sent == 1000
     assert result.seconds < 30
     assert 1000 <= rx_packets(topology) - before < 1000 + 10
+
+
+async def test_async_api(topology: Topology) -> None:
+    before = rx_packets(topology)
+    async with Flood(topology, "ack", count=200, duration=10) as flood:
+        result = await flood.finished()
+    assert (result.kind, result.sent) == ("ack", 200)
+    assert flood.result == result
+    assert 200 <= rx_packets(topology) - before < 200 + 10
+
+
+def test_leaving_the_block_stops_a_running_flood(topology: Topology) -> None:
+    with Flood(topology, rate=1000, duration=30) as flood:
+        time.sleep(0.5)
+    assert flood.result is not None and 0 < flood.result.seconds < 30
+    assert flood.result.sent > 0
+    assert flood.result.sent <= 1000 * flood.result.seconds + 64
 
 
 @pytest.mark.parametrize("kind", ["syn", "ack", "junk"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import select
 import socket
 import struct
@@ -34,11 +35,22 @@ from aioxdp.tcp.table import ConnectionTable
 from aioxdp.topology import Topology
 
 from .stackhelpers import peer, peer_python, run_on_stack
-from .test_xsk import MODES, Stack, inject, mac_of, open_stack, wait_for
+from .test_xsk import (
+    MODES,
+    Stack,
+    ether,
+    inject,
+    ip_packet,
+    mac_of,
+    open_stack,
+    wait_for,
+    with_ref_checksums,
+)
 
 pytestmark = pytest.mark.netns
 
 PORT = 7000
+SOL_PACKET, PACKET_AUXDATA, TP_STATUS_VLAN_VALID = 263, 8, 1 << 4  # linux/if_packet.h
 
 
 @pytest.fixture
@@ -83,6 +95,7 @@ def capture(t: Topology) -> Iterator[socket.socket]:
     with t.client():
         raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     with raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)  # room for a batch
         raw.bind((t.client_if, 0))
         yield raw
 
@@ -264,6 +277,124 @@ def test_spoofed_syns_are_answered_with_cookies_the_table_accepts(
         assert s.xsk.stats()["rx"] == 0  # none reached userspace
 
 
+def test_xdp_checks_cookie_acks_under_the_current_and_previous_keys(stack: Stack) -> None:
+    """A cookie made before a key rotation still validates, in XDP (counted) and in
+    the table; ACKs are counted, never dropped, and reach the socket either way."""
+    t = stack.topo
+    table = cookie_table()
+    protection = stack.prog.protection
+    protection.use_table(table)
+    protection.syn_cookies(0)
+
+    def handshake(sport: int) -> tuple[Segment, Segment]:
+        syn = segment("198.18.4.4", t.server_ip, sport=sport, mss=1460, ts=(7, 0), wscale=7,
+                      sack_permitted=True)
+        with capture(t) as raw:
+            inject(t, [frame(stack, syn)])
+            (synack,) = replies(raw, 1)
+        assert synack.ts is not None
+        ack = segment("198.18.4.4", t.server_ip, sport=sport, flags=ACK, seq=syn.seq + 1,
+                      ack=synack.seq + 1, ts=(8, synack.ts[0]))
+        return synack, ack
+
+    _old_synack, old_ack = handshake(45000)
+    table.cookie_secrets.rotate(bytes(32))
+    protection.set_cookie_secrets(table.cookie_secrets)
+    _new_synack, new_ack = handshake(45001)
+    forged = segment("198.18.4.4", t.server_ip, sport=45002, flags=ACK, seq=old_ack.seq,
+                     ack=old_ack.ack, ts=old_ack.ts)  # another port: not its cookie
+    got = arrived(stack, [frame(stack, old_ack), frame(stack, new_ack), frame(stack, forged)],
+                  segment(t.client_ip, t.server_ip, sport=40010, flags=ACK))
+    assert [seg.sport for seg in got] == [45000, 45001, 45002, 40010]
+    counters = stack.prog.counters()
+    assert (counters["cookie_ack_valid"], counters["cookie_ack_invalid"]) == (2, 2)
+    now = time.monotonic()
+    assert check_cookie(table.cookie_secrets, old_ack, now=now) is not None
+    assert check_cookie(table.cookie_secrets, new_ack, now=now) is not None
+    assert check_cookie(table.cookie_secrets, forged, now=now) is None
+
+
+def random_options(rng: random.Random) -> bytes:
+    """A SYN's option bytes in any order: known kinds (some with a wrong length),
+    unknown kinds, NOPs, sometimes a broken last option; padded to 4 octets."""
+    pieces = [struct.pack("!BBH", 2, 4, rng.randrange(65536)),
+              bytes((3, 3, rng.randrange(256))),
+              bytes((4, 2)),
+              struct.pack("!BBII", 8, 10, rng.randrange(1 << 32), 0),
+              bytes((rng.choice((30, 34, 253)), 4, 1, 2)),
+              bytes((4, 3, 0)),  # SACK-permitted with a wrong length: ignored
+              b"\x01"]
+    out = b"".join(rng.sample(pieces, rng.randrange(len(pieces) + 1)))[:36]
+    if rng.random() < 0.2:
+        out += bytes((rng.choice((2, 3, 8)), rng.choice((0, 1, 40))))  # stops the walk
+    return out + bytes(-len(out) % 4)
+
+
+def test_xdp_reads_syn_options_as_the_userspace_parser_does(stack: Stack) -> None:
+    """Differential: for random option layouts, what the XDP cookie encodes (MSS
+    index, window scale, SACK, timestamps) is what wire.py parses from the SYN."""
+    t = stack.topo
+    table = cookie_table()
+    stack.prog.protection.use_table(table)
+    stack.prog.protection.syn_cookies(0)
+    rng = random.Random(5)
+    frames, syns = [], {}
+    for i in range(150):
+        options = random_options(rng)
+        tcp = struct.pack("!HHIIBBHHH", 30000 + i, PORT, rng.randrange(1 << 32), 0,
+                          (5 + len(options) // 4) << 4, SYN, 65535, 0, 0) + options
+        f = with_ref_checksums(ether(stack.server_mac, stack.client_mac, ip_packet(
+            packed_address("198.18.3.9"), packed_address(t.server_ip), 6, tcp)))
+        syn = wire.parse_frame(f)
+        assert syn is not None
+        frames.append(f)
+        syns[syn.sport] = syn
+    with capture(t) as raw:
+        inject(t, frames)
+        got = {seg.dport: seg for seg in replies(raw, len(frames))}
+    assert sorted(got) == sorted(syns)
+    for port, syn in syns.items():
+        synack = got[port]
+        assert (synack.ts is None) == (syn.ts is None)
+        ack = Segment(syn.src, syn.dst, port, PORT, synack.ack, synack.seq + 1, ACK, 1000,
+                      ts=None if synack.ts is None else (1, synack.ts[0]))
+        info = check_cookie(table.cookie_secrets, ack, now=time.monotonic())
+        assert info is not None
+        mss = syn.mss or 0
+        assert info.mss == max([m for m in MSS_TABLE_V4 if m <= mss] or [MSS_TABLE_V4[0]])
+        if syn.ts is not None:
+            wscale = None if syn.wscale is None else min(syn.wscale, 14)
+            assert (info.wscale, info.sack_permitted) == (wscale, syn.sack_permitted), port
+
+
+def test_a_vlan_tagged_syn_gets_its_cookie_on_the_same_vlan(stack: Stack) -> None:
+    t = stack.topo
+    table = cookie_table()
+    stack.prog.protection.use_table(table)
+    stack.prog.protection.syn_cookies(0)
+    syn = segment("198.18.1.1", t.server_ip, mss=1460, ts=(5, 0), wscale=7, sack_permitted=True)
+    untagged = frame(stack, syn)
+    tagged = untagged[:12] + struct.pack("!HH", 0x8100, 5) + untagged[12:]
+    with capture(t) as raw:
+        raw.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        inject(t, [tagged])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and select.select([raw], [], [], 0.1)[0]:
+            data, ancillary, _flags, addr = raw.recvmsg(4096, socket.CMSG_SPACE(20))
+            seg = wire.parse_frame(data)
+            if addr[2] != socket.PACKET_OUTGOING and seg is not None:
+                break
+        else:
+            raise AssertionError("no SYN-ACK")
+    # the receiving kernel moved the tag out of the frame into the packet's metadata
+    status, *_lengths, tci, _tpid = struct.unpack("IIIHHHH", ancillary[0][2][:20])
+    assert status & TP_STATUS_VLAN_VALID and tci == 5
+    assert seg.flags == SYN | ACK and seg.ts is not None and seg.wscale is not None
+    ack = Segment(syn.src, syn.dst, syn.sport, PORT, seg.ack, seg.seq + 1, ACK, 1000,
+                  ts=(6, seg.ts[0]))
+    assert check_cookie(table.cookie_secrets, ack, now=time.monotonic()) is not None
+
+
 def test_syn_cookies_switch_on_above_the_threshold(stack: Stack) -> None:
     t = stack.topo
     protection = stack.prog.protection
@@ -323,6 +454,21 @@ def test_rules_from_another_process_through_the_cli(stack: Stack) -> None:
     settings = stack.prog.protection.settings()
     assert (settings.rate_pps, settings.syn_cookie_threshold_pps) == (0, None)
     assert [r.prefix for r in stack.prog.protection.rules()] == ["2001:2::7:0/112"]
+
+
+def test_attach_finds_the_program_behind_libxdps_dispatcher(topology: Topology) -> None:
+    t = topology
+    with t.server():
+        ifindex = socket.if_nametoindex(t.server_if)
+        with XdpProgram.load(ifindex, attach="dispatcher") as prog:
+            with Protection.attach(t.server_if) as found:
+                assert (found.program.attach, found.program.mode) == ("found", "skb")
+                found.deny("198.18.44.0/24")
+                assert prog.protection.rules() == [Rule("deny", "198.18.44.0/24", 0)]
+            # closing what attach found leaves the program and its rules in place
+            assert prog.protection.rules() == [Rule("deny", "198.18.44.0/24", 0)]
+        with pytest.raises(FileNotFoundError):
+            Protection.attach(t.server_if)
 
 
 def test_filter_cli_reports_a_missing_program(topology: Topology,

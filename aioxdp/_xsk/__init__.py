@@ -147,10 +147,12 @@ class XdpProgram:
       :meth:`close` detaches it, but after a crash it stays until removed
       (``xdp-loader unload`` or ``ip link set dev X xdp off``), redirecting
       our flows to a socket that no longer exists (they are then passed).
+
+    :meth:`open_attached` gives ``attach="found"``: the maps of a program
+    another process attached, for ``aioxdp.protect`` and counters.
     """
 
     def __init__(self, prog: object, ifindex: int, mode: str, attach: str) -> None:
-        # attach "found": opened by open_attached, owned by another process
         # detached when garbage-collected, if close() was never called
         self._prog = ffi.gc(prog, lib.axp_close)
         self.ifindex = ifindex
@@ -189,10 +191,14 @@ class XdpProgram:
     @classmethod
     def open_attached(cls, ifindex: int) -> XdpProgram:
         """The aioxdp program some other process attached to ``ifindex``
-        (link attach, SKB or native mode), to edit its maps and read its
-        counters. It is found by id (bpf_xdp_query, then the program's map
-        ids), which works from any network namespace and needs no bpffs.
-        :meth:`close` only closes the map fds; the program stays attached.
+        (SKB or native mode), to edit its maps and read its counters.
+
+        It is found by id (the interface's program, then its map ids by name):
+        ids are global, so this works from any network namespace, and for a
+        program attached with ``attach="link"`` it needs no bpffs (``ip netns
+        exec`` hides the caller's). Behind libxdp's dispatcher the program is
+        found through the dispatcher's bpffs state, so only where that is
+        visible. :meth:`close` only closes the map fds; the program stays.
         Raises FileNotFoundError when no aioxdp program is attached there."""
         prog = ffi.new("struct axp_prog *")
         ret = lib.axp_open_attached(prog, ifindex)

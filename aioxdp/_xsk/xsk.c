@@ -191,14 +191,38 @@ int axp_load(struct axp_prog *p, const char *path, int ifindex, int native, int 
 	return err;
 }
 
-/* The maps of the aioxdp program another process attached to ifindex (link
- * or netlink attach, SKB or driver mode), found by id: program and map ids
- * are global, so this works across network namespaces and without bpffs.
- * Nothing is attached or detached; axp_close only closes the map fds.
+/* The id of the aioxdp program on ifindex, attached alone (link or netlink
+ * attach) or as one of the programs of libxdp's dispatcher (those are found
+ * through the dispatcher's bpffs state: only where that bpffs is visible);
+ * 0 when there is none. */
+static uint32_t axp_attached_id(int ifindex, int *native)
+{
+	struct xdp_multiprog *mp = xdp_multiprog__get_from_ifindex(ifindex);
+	struct xdp_program *prog = NULL;
+	uint32_t id = 0;
+
+	if (libxdp_get_error(mp))
+		return 0;
+	*native = xdp_multiprog__attach_mode(mp) == XDP_MODE_NATIVE;
+	if (xdp_multiprog__is_legacy(mp))
+		prog = xdp_multiprog__main_prog(mp);
+	else
+		while ((prog = xdp_multiprog__next_prog(prog, mp)) &&
+		       strcmp(xdp_program__name(prog), "aioxdp_redirect") != 0)
+			;
+	if (prog && strcmp(xdp_program__name(prog), "aioxdp_redirect") == 0)
+		id = xdp_program__id(prog);
+	xdp_multiprog__close(mp);
+	return id;
+}
+
+/* The maps of the aioxdp program another process attached to ifindex, found
+ * by id: program and map ids are global, so this works across network
+ * namespaces and, for a program attached alone, without bpffs. Nothing is
+ * attached or detached; axp_close only closes the map fds.
  * Returns 0, -ENOENT (no aioxdp program there) or another negative errno. */
 int axp_open_attached(struct axp_prog *p, int ifindex)
 {
-	LIBBPF_OPTS(bpf_xdp_query_opts, query);
 	struct bpf_prog_info info;
 	uint32_t len = sizeof(info), ids[32], prog_id;
 	int prog_fd, err;
@@ -208,11 +232,7 @@ int axp_open_attached(struct axp_prog *p, int ifindex)
 	p->ifindex = ifindex;
 	axp_reset_fds(p);
 	p->owns_map_fds = 1;
-	err = bpf_xdp_query(ifindex, 0, &query);
-	if (err)
-		return err;
-	p->native = query.drv_prog_id != 0;
-	prog_id = query.drv_prog_id ? query.drv_prog_id : query.skb_prog_id;
+	prog_id = axp_attached_id(ifindex, &p->native);
 	if (!prog_id)
 		return -ENOENT;
 	prog_fd = bpf_prog_get_fd_by_id(prog_id);

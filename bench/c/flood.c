@@ -309,6 +309,8 @@ int main(int argc, char **argv)
 	enum kind kind = SYN;
 	struct in_addr in;
 
+	signal(SIGINT, on_signal); /* first: a stop before the socket exists sends nothing */
+	signal(SIGTERM, on_signal);
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
 		switch (opt) {
 		case 'k': kind_name = optarg; break;
@@ -368,9 +370,6 @@ int main(int argc, char **argv)
 	}
 	int one = 1; /* straight to the driver, as pktgen does: the qdisc is not what we measure */
 	setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one);
-
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
 
 	static uint8_t frames[BATCH][FRAME_MAX];
 	struct iovec iov[BATCH];
