@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import statsserver
+from . import protect_cli, statsserver
 from .settings import Settings
 from .topology import Topology
 
@@ -558,6 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     down = actions.add_parser("down", help="remove one (--prefix) or every recorded one")
     down.add_argument("--prefix", type=_prefix)
 
+    protect_cli.register(commands)
+
     demo = commands.add_parser("demo", help="see it work: namespaces, an aiohttp app, wrk, stats",
                                description="Serve an aiohttp hello world on the bypass stack in "
                                            "a throwaway topology, load it, and show the numbers.")
@@ -601,6 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_stats(args)
     if args.command == "topo":
         return _cmd_topo(args)
+    if args.command == "filter":
+        return protect_cli.run(args)
     from .demo import run_demo
 
     return run_demo(keep=args.keep, duration=args.duration, connections=args.connections)

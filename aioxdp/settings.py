@@ -25,6 +25,17 @@ def _parse_range(text: str) -> tuple[int, int]:
     return low, high
 
 
+def port_count(port_range: tuple[int, int]) -> int:
+    return port_range[1] - port_range[0] + 1
+
+
+def port_share(port_range: tuple[int, int], workers: int, index: int) -> tuple[int, int]:
+    """Worker ``index``'s slice of ``port_range`` split ``workers`` ways."""
+    span = port_count(port_range) // workers
+    low = port_range[0] + index * span
+    return low, low + span - 1
+
+
 @dataclass
 class Settings:
     """Where and how the stack runs.
@@ -42,6 +53,15 @@ class Settings:
       log line, where the driver cannot).
     loop: the base event loop: "asyncio" (selector loop), "uvloop", or
       "auto" (uvloop when it is installed).
+    workers: how many stacks share the interface, one per RX queue
+      (aioxdp.workers); this one is number ``queue`` and allocates outgoing
+      ports only from its share of ``port_range`` (:meth:`own_ports`).
+    attached: use the XDP program another process attached (the workers'
+      parent, which also configured its addresses and port range and
+      reserved the ports) instead of loading one.
+    secret: the key of ISNs and SYN cookies (None: a random one). Stacks
+      sharing one XDP program must share it: the program answers SYNs with
+      cookies any of them has to accept.
     """
 
     interface: str | None = None
@@ -53,6 +73,9 @@ class Settings:
     loop: str = "auto"
     batch: int = 64
     frames: int = 4096
+    workers: int = 1
+    attached: bool = False
+    secret: bytes | None = None
     tcp: TcpConfig = field(default_factory=TcpConfig)
 
     def __post_init__(self) -> None:
@@ -62,6 +85,17 @@ class Settings:
             raise ValueError(f"loop must be 'auto', 'asyncio' or 'uvloop', not {self.loop!r}")
         if self.poll not in ("wakeup", "busy"):
             raise ValueError(f"poll must be 'wakeup' or 'busy', not {self.poll!r}")
+        if self.workers > 1 and not (
+                self.queue < self.workers <= port_count(self.port_range)):
+            raise ValueError(f"queue {self.queue} of {self.workers} workers: needs "
+                             "queue < workers <= the number of ports in port_range")
+
+    def own_ports(self) -> tuple[int, int]:
+        """This stack's share of ``port_range``: equal slices, one per worker, in
+        queue order (the last ``port_count % workers`` ports go unused)."""
+        if self.workers == 1:
+            return self.port_range
+        return port_share(self.port_range, self.workers, self.queue)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -74,10 +108,12 @@ class Settings:
                 continue
             if f.name == "port_range":
                 values[f.name] = _parse_range(raw)
-            elif f.name == "zerocopy":
+            elif f.name in ("zerocopy", "attached"):
                 values[f.name] = raw.lower() in ("1", "yes", "true", "on")
-            elif f.name in ("queue", "batch", "frames"):
+            elif f.name in ("queue", "batch", "frames", "workers"):
                 values[f.name] = int(raw)
+            elif f.name == "secret":
+                values[f.name] = bytes.fromhex(raw)
             else:
                 values[f.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import kernel
@@ -35,6 +35,7 @@ from .tcp.events import (
 )
 from .tcp.table import ConnectionTable
 from .transport import XdpServer, XdpTransport
+from .workers import PortRelay
 
 if TYPE_CHECKING:
     from .tcp.table import Listener
@@ -67,21 +68,33 @@ class NetStack:
         self.addresses = [addr for addr, _plen, _fam in self.iface.addresses]
         tcp = settings.tcp
         tcp.mss = min(tcp.mss, self.iface.mtu - 40)
-        self.table = ConnectionTable(config=tcp, secret=os.urandom(32), now=loop.time(),
-                                     port_range=settings.port_range)
-        self.program = XdpProgram.load(self.iface.index, mode=settings.mode)
+        self.table = ConnectionTable(config=tcp, secret=settings.secret or os.urandom(32),
+                                     now=loop.time(), port_range=settings.own_ports())
+        # attached: a workers' parent loaded the program, configured it and reserved the
+        # ports (aioxdp.workers); this stack only adds its socket and listeners
+        self.program = (XdpProgram.open_attached(self.iface.index) if settings.attached
+                        else XdpProgram.load(self.iface.index, mode=settings.mode))
+        self.relay: PortRelay | None = None
         try:
             # the XDP program may answer SYN floods with this table's cookies (protect.py)
             self.program.protection.use_table(self.table)
             self.table.cookies_from_xdp = True
-            for addr in self.addresses:
-                self.program.add_local_address(addr)
-            self.program.set_port_range(*settings.port_range)
+            if not settings.attached:
+                for addr in self.addresses:
+                    self.program.add_local_address(addr)
+                self.program.set_port_range(*settings.port_range)
             self.xsk = XskSocket(settings.interface, settings.queue, self.program,
                                  num_frames=settings.frames, mode=settings.mode,
                                  zerocopy=settings.zerocopy)
-            kernel.reserve_ports(*settings.port_range)
+            if settings.workers > 1:
+                self.relay = PortRelay(settings)
+                loop.add_reader(self.relay.fileno(), self._on_relayed)
+            if not settings.attached:
+                kernel.reserve_ports(*settings.port_range)
         except BaseException:
+            if self.relay is not None:
+                loop.remove_reader(self.relay.fileno())
+                self.relay.close()
             self.program.close()
             raise
         self._macs: dict[bytes, bytes] = {}  # remote address -> next hop's MAC
@@ -107,8 +120,19 @@ class NetStack:
 
     def _receive_batch(self) -> int:
         frames = self.xsk.recv(self.settings.batch)
-        if not frames:
-            return 0
+        if frames:
+            self._receive_frames(frames, self.relay)
+        return len(frames)
+
+    def _on_relayed(self) -> None:
+        assert self.relay is not None
+        frames = self.relay.receive(self.settings.batch)
+        if frames:
+            self._receive_frames(frames, None)  # never relayed twice
+            self._service()
+
+    def _receive_frames(self, frames: Sequence[memoryview | bytes],
+                        relay: PortRelay | None) -> None:
         now = self.loop.time()
         parse = wire.parse_frame
         receive = self.table.receive
@@ -118,6 +142,8 @@ class NetStack:
             if seg is None:
                 self.parse_drops += 1
                 continue
+            if relay is not None and relay.pass_on(seg.dport, frame):
+                continue  # another worker's outgoing connection
             if seg.src not in macs:
                 # replies go back through the hop the peer's frames came from
                 macs[seg.src] = bytes(frame[6:12])
@@ -301,12 +327,18 @@ class NetStack:
         for local in (self.addresses if addr == b"" else [addr]):
             self.program.add_listener(local, port)
         self._servers[listener] = server
+        if self.relay is not None:
+            self.relay.listening = {listener.port for listener in self._servers}
         return listener
 
     def unlisten(self, listener: Listener) -> None:
         self._servers.pop(listener, None)
         addr, port = listener.addr, listener.port
         self.table.close_listener(listener)
+        if self.relay is not None:
+            self.relay.listening = {listener.port for listener in self._servers}
+        if self.settings.attached:
+            return  # the other workers' listeners share the map entry; it goes with the program
         for local in (self.addresses if addr == b"" else [addr]):
             self.program.remove_listener(local, port)
 
@@ -345,6 +377,7 @@ class NetStack:
             "connections": self.table.connection_states(),
             "parse_drops": self.parse_drops,
             "tx_stalls": self.tx_stalls,
+            **({"relay": self.relay.stats()} if self.relay is not None else {}),
         }
 
     def close(self) -> None:
@@ -362,9 +395,13 @@ class NetStack:
                 self._timer.cancel()
             if self.settings.poll == "wakeup":
                 self.loop.remove_reader(self.xsk.fileno())
+            if self.relay is not None:
+                self.loop.remove_reader(self.relay.fileno())
+                self.relay.close()
             self.xsk.close()
             self.program.close()
-            kernel.release_ports(*self.settings.port_range)
+            if not self.settings.attached:
+                kernel.release_ports(*self.settings.port_range)
 
     async def drain(self, timeout: float) -> None:
         """Give connections that the application closed time to finish their FIN exchange."""

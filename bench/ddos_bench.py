@@ -40,7 +40,8 @@ them, so every configuration pays for sending its SYN-ACKs.
 Reported per configuration and window (medians over --repeat rounds,
 configurations interleaved and rotated per round): requests/s, its ratio to
 the same server's no-attack window, the protected/unprotected ratio,
-successful responses and wrk's errors, whole-machine CPU per 1000 requests,
+successful responses and wrk's errors, whole-machine CPU per 1000 requests
+(under attack it includes the attacker's busy core: the machine's price),
 the server core's busy share split into the server's user time (its Python)
 and softirq time (receive path, XDP, kernel TCP; tick-sampled), the flood's
 sent and delivered rates, and the XDP counters (or the kernel's SYN-cookie
@@ -274,6 +275,20 @@ def run_config(topo: Topology, config: str, args: argparse.Namespace) -> dict[st
     return {"quiet": quiet, "attacks": attacks, "server_report": server.report}
 
 
+def problems_of(config: str, run: dict[str, Any]) -> list[str]:
+    """What makes a round suspect: the wrong stack served, or the baseline had errors."""
+    found = []
+    if run["server_report"].get("bypass") != (config != "kernel"):
+        found.append(f"server report {run['server_report']} does not match {config}")
+    errors = {k: n for k, n in run["quiet"]["errors"].items() if n}
+    if errors:
+        found.append(f"errors without attack: {errors}")
+    for label, window in [("no attack", run["quiet"]), *run["attacks"].items()]:
+        if window["generator_timed_out"]:
+            found.append(f"wrk overran its time bound ({label})")
+    return found
+
+
 # -- the whole run --------------------------------------------------------------------------
 
 
@@ -304,6 +319,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             shift = round_ % len(args.configs)
             for config in args.configs[shift:] + args.configs[:shift]:
                 run = run_config(topo, config, args)
+                run["problems"] = problems_of(config, run)
                 runs[config].append(run)
                 print(f"[{time.monotonic() - started:4.0f}s] round {round_ + 1} {config:18} "
                       f"no attack {run['quiet']['rps']:8,.0f} req/s", file=sys.stderr)
@@ -315,6 +331,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                           f"{hit['server_user_share']:.0%}, softirq "
                           f"{hit['softirq_share']:.0%})  {counters_text(hit['counters_per_s'])}",
                           file=sys.stderr, flush=True)
+                for problem in run["problems"]:
+                    print(f"{'':37}PROBLEM: {problem}", file=sys.stderr, flush=True)
     meta["load_average_after"] = load_average()
     meta["other_processes_after"] = busy_processes()
     meta["wall_seconds"] = round(time.monotonic() - started)
@@ -487,19 +505,21 @@ def main() -> None:
     results = run_all(args)
     summary = results["summary"] = summarize(results["runs"])
     meta = results["meta"]
-    markdown = table(summary)
-    profiles = profiles_text(args.configs) if args.profile else ""
+    problems = [f"- {config} round {i + 1}: {problem}"
+                for config, config_runs in results["runs"].items()
+                for i, run in enumerate(config_runs) for problem in run["problems"]]
+    report = "\n\n".join(part for part in (
+        table(summary), verdict(summary),
+        "Problems:\n" + "\n".join(problems) if problems else "",
+        profiles_text(args.configs) if args.profile else "") if part)
     save_json("ddos_bench", results)
     (RESULTS / "ddos_bench.md").write_text(
         f"`{meta['command']}` — {meta['date']}, load average before "
         f"{meta['load_average_before']}, after {meta['load_average_after']}; busiest processes "
-        f"before: {meta['other_processes_before']}\n\n{markdown}\n\n{verdict(summary)}\n"
-        + (f"\n{profiles}\n" if args.profile else ""))
+        f"before: {meta['other_processes_before']}; after: {meta['other_processes_after']}"
+        f"\n\n{report}\n")
     plot(summary, meta)
-    print(markdown)
-    print("\n" + verdict(summary))
-    if args.profile:
-        print("\n" + profiles)
+    print(report)
     print(f"\nresults in {RESULTS}/ddos_bench.{{json,md,png}}")
 
 

@@ -367,3 +367,27 @@ def test_demo_runs_end_to_end() -> None:
     namespaces = re.search(r"(\S+-srv) \(.*?\) <-> (\S+-cli)", result.stderr)
     assert namespaces, result.stderr
     assert not {namespaces[1], namespaces[2]} & netns_names()  # its topology is gone
+
+
+@pytest.mark.netns
+def test_filter_command_blocks_and_unblocks_a_client_of_a_running_app(
+        topology: Topology, tmp_path: Path) -> None:
+    """``aioxdp filter`` from another process (ip netns exec) edits the running server's rules."""
+    cmd = aioxdp_run("examples.hello_aiohttp:app", "--interface", topology.server_if,
+                     "--host", topology.server_ip, "--port", str(PORT))
+    url = f"http://{topology.server_ip}:{PORT}/"
+
+    def aioxdp_in_server_ns(*args: str) -> subprocess.CompletedProcess[str]:
+        return topology.exec(topology.server_ns, sys.executable, "-m", "aioxdp", *args,
+                             "--interface", topology.server_if, check=False)
+
+    with AppProcess(topology, cmd, cwd=ROOT, log=tmp_path / "app.log") as app:
+        assert curl_until_answered(topology, app, url) == "Hello, world"
+        denied = aioxdp_in_server_ns("filter", "deny", f"{topology.client_ip}/32")
+        assert denied.returncode == 0, denied.stderr
+        assert client(topology, "curl", "-sS", "-m", "1", url).returncode != 0
+        listing = aioxdp_in_server_ns("filter", "list", "--json")
+        assert f"{topology.client_ip}/32" in listing.stdout
+        assert aioxdp_in_server_ns("filter", "remove", f"{topology.client_ip}/32").returncode == 0
+        assert curl_until_answered(topology, app, url) == "Hello, world"
+        assert app.stop() == 0, app.log_tail()
