@@ -92,7 +92,9 @@ class XdpSocket:
 class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
     """``asyncio.Transport`` for one bypass-stack TCP connection."""
 
+    # loop.sendfile falls back to reads and writes; loop.start_tls may wrap us
     _sendfile_compatible = asyncio.constants._SendfileMode.FALLBACK  # type: ignore[attr-defined]
+    _start_tls_compatible = True
 
     def __init__(self, loop: asyncio.AbstractEventLoop, stack: NetStack, conn: Connection,
                  protocol: asyncio.BaseProtocol, server: XdpServer | None = None) -> None:

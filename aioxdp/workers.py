@@ -315,6 +315,57 @@ class _Supervisor:
                 proc.join()
 
 
+# -- aioxdp stats ------------------------------------------------------------------------------
+
+WORKER_COLUMNS = (  # (heading, path into a stats snapshot)
+    ("established", ("connections", "ESTABLISHED")),
+    ("rx frames", ("xsk", "rx")),
+    ("tx frames", ("xsk", "tx")),
+    ("relayed out", ("relay", "forwarded")),
+    ("relayed in", ("relay", "received")),
+)
+
+
+def worker_table(snapshots: list[dict[str, Any]]) -> str:
+    """Per-worker rows and their sum, one table per interface served by several
+    stacks: the per-queue counters (connections, socket, relay) add up. The XDP
+    verdict counters do not: every worker reads the same program-wide map, so
+    they are shown once per interface, not summed."""
+    by_interface: dict[str, list[dict[str, Any]]] = {}
+    for snap in snapshots:
+        by_interface.setdefault(str(snap.get("interface")), []).append(snap)
+    blocks = []
+    for interface, snaps in sorted(by_interface.items()):
+        if len(snaps) < 2:
+            continue
+        snaps.sort(key=lambda snap: snap.get("queue", 0))
+        head = ["queue", "pid", *(name for name, _path in WORKER_COLUMNS)]
+        rows = [[str(snap.get("queue", "?")), str(snap.get("pid", "?")),
+                 *(f"{_lookup(snap, path):,}" for _name, path in WORKER_COLUMNS)]
+                for snap in snaps]
+        rows.append(["sum", "", *(f"{sum(_lookup(snap, path) for snap in snaps):,}"
+                                  for _name, path in WORKER_COLUMNS)])
+        widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+        lines = [f"{interface}: {len(snaps)} workers"]
+        lines += ["  " + "  ".join(cell.rjust(width) for cell, width in zip(row, widths,
+                                                                            strict=True))
+                  for row in [head, *rows]]
+        xdp = next((snap["xdp"] for snap in snaps if isinstance(snap.get("xdp"), dict)), None)
+        if xdp is not None:
+            lines.append(f"  XDP program (shared, not summed): {xdp.get('redirected', 0):,} "
+                         f"redirected, {xdp.get('redirect_no_socket', 0):,} with no socket "
+                         "on their queue (passed to Linux)")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _lookup(snap: dict[str, Any], path: tuple[str, ...]) -> int:
+    value: Any = snap
+    for key in path:
+        value = value.get(key, 0) if isinstance(value, dict) else 0
+    return value if isinstance(value, int) else 0
+
+
 # -- a worker ---------------------------------------------------------------------------------
 
 

@@ -416,3 +416,74 @@ def test_kernel_traffic_keeps_working_while_stack_runs(topology: Topology) -> No
     via_kernel, via_xdp, ping = run_on_stack(topology, main)
     assert via_kernel.strip() == via_xdp.strip() == b"2560"
     assert b" 0% packet loss" in ping
+
+
+@pytest.mark.parametrize("base", BASE_LOOPS)
+def test_tls_client_start_tls_and_sendfile(topology: Topology, base: str,
+                                            tmp_path: object) -> None:
+    """ssl= on create_connection, loop.start_tls on a plain bypass connection, and
+    loop.sendfile (its fallback path) towards kernel servers in the peer namespace.
+
+    Each upload starts with its length on a line (TLS has no half-close), and
+    the server answers with what it got."""
+    from pathlib import Path
+
+    _server_ctx, cert = _tls_contexts(tmp_path)
+    key = str(Path(cert).with_name("key.pem"))
+    blob = Path(str(tmp_path)) / "blob.bin"
+    blob.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    size = blob.stat().st_size
+    source = """
+        import hashlib, socket, ssl, sys
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+        srv = socket.create_server(("0.0.0.0", 9443))
+        for mode in ("tls", "starttls", "plain"):
+            c, _ = srv.accept()
+            if mode == "starttls":
+                assert c.recv(9) == b"STARTTLS\\n"
+                c.sendall(b"GO\\n")
+            if mode != "plain":
+                c = ctx.wrap_socket(c, server_side=True)
+            f = c.makefile("rb")
+            n = int(f.readline())
+            data = f.read(n)
+            c.sendall(f"{mode} {len(data)} {hashlib.sha256(data).hexdigest()}\\n".encode())
+            f.close()
+            c.close()
+    """
+
+    async def main() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        proc = await peer_server(topology, source, 9443, cert, key)
+        client_ctx = ssl.create_default_context(cafile=cert)
+        client_ctx.check_hostname = False
+        answers = []
+        # 1. TLS from the start
+        reader, writer = await asyncio.open_connection(topology.client_ip, 9443, ssl=client_ctx)
+        assert writer.get_extra_info("ssl_object").version().startswith("TLS")
+        writer.write(b"%d\n" % size + blob.read_bytes())
+        answers.append(await reader.readline())
+        writer.close()
+        # 2. plain, then STARTTLS through loop.start_tls
+        reader, writer = await asyncio.open_connection(topology.client_ip, 9443)
+        writer.write(b"STARTTLS\n")
+        assert await reader.readline() == b"GO\n"
+        await writer.start_tls(client_ctx)
+        writer.write(b"%d\n" % size + blob.read_bytes())
+        answers.append(await reader.readline())
+        writer.close()
+        # 3. loop.sendfile on a bypass transport
+        reader, writer = await asyncio.open_connection(topology.client_ip, 9443)
+        assert isinstance(writer.transport, XdpTransport)
+        writer.write(b"%d\n" % size)
+        with blob.open("rb") as f:
+            assert await loop.sendfile(writer.transport, f) == size
+        answers.append(await reader.readline())
+        writer.close()
+        await proc.wait()
+        return answers
+
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+    assert run_on_stack(topology, main, loop=base) == [
+        f"{mode} {size} {digest}\n".encode() for mode in ("tls", "starttls", "plain")]

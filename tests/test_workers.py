@@ -27,6 +27,7 @@ import pytest
 
 from aioxdp.settings import port_share
 from aioxdp.topology import Topology
+from aioxdp.workers import worker_table
 
 pytestmark = pytest.mark.netns
 
@@ -113,9 +114,9 @@ class Workers:
     def xdp_counters(self) -> dict[str, int]:
         from aioxdp._xsk import XdpProgram
 
-        with self.topo.server():
-            with XdpProgram.open_attached(socket.if_nametoindex(self.topo.server_if)) as prog:
-                return prog.counters()
+        ifindex = socket.if_nametoindex  # resolved inside the namespace
+        with self.topo.server(), XdpProgram.open_attached(ifindex(self.topo.server_if)) as prog:
+            return prog.counters()
 
     def connect(self) -> tuple[socket.socket, int, int]:
         """A connection from the client namespace: (socket, worker pid, worker queue)."""
@@ -136,14 +137,13 @@ def ask(sock: socket.socket, line: bytes) -> bytes:
     return reply
 
 
-@pytest.fixture(scope="module")
-def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
-    home = tmp_path_factory.mktemp("workers")
+@contextlib.contextmanager
+def running_workers(home: Path) -> Iterator[Workers]:
+    """A two-queue topology and a parent serving APP from two workers, both ready."""
     (home / "workers_app.py").write_text(APP)
     run_dir = home / "run"
-    with Topology(queues=2) as topo:
+    with Topology(queues=2) as topo, (home / "parent.log").open("wb") as log:
         env = {**os.environ, "AIOXDP_RUN_DIR": str(run_dir)}
-        log = (home / "parent.log").open("wb")
         parent = topo.popen(topo.server_ns, sys.executable, "-c", textwrap.dedent(PARENT),
                             topo.server_if, cwd=home, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
@@ -156,8 +156,13 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
             if parent.poll() is None:
                 parent.kill()
                 parent.wait()
-            log.close()
             print((home / "parent.log").read_text())
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    with running_workers(tmp_path_factory.mktemp("workers")) as w:
+        yield w
 
 
 def test_connections_from_many_ports_are_served_by_both_workers(workers: Workers) -> None:
@@ -173,6 +178,8 @@ def test_connections_from_many_ports_are_served_by_both_workers(workers: Workers
             mine = sum(1 for _s, _p, q in conns if q == queue)
             assert snap["connections"]["ESTABLISHED"] == mine  # type: ignore[index]
             assert snap["xsk"]["rx"] > 0  # type: ignore[index]
+        table = worker_table([workers.stats(q) for q in (0, 1)])  # type: ignore[misc]
+        assert table.splitlines()[4].split()[:2] == ["sum", "40"]
     finally:
         for sock, _pid, _queue in conns:
             sock.close()
@@ -278,3 +285,38 @@ def test_sigterm_stops_workers_and_detaches(workers: Workers) -> None:
         assert PORT_RANGE[0] not in kernel.reserved_ports()
         with pytest.raises(FileNotFoundError):
             XdpProgram.open_attached(ifindex)
+
+
+def test_workers_and_program_go_with_a_killed_parent(tmp_path: Path) -> None:
+    from aioxdp._xsk import XdpProgram
+
+    with running_workers(tmp_path) as w:
+        pids = [w.wait_serving(q) for q in (0, 1)]
+        w.parent.kill()  # no clean-up: the link's fd and PR_SET_PDEATHSIG do it
+        w.parent.wait()
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in pids):
+            assert time.monotonic() < deadline, "workers outlived their parent"
+            time.sleep(0.02)
+        with w.topo.server(), pytest.raises(FileNotFoundError):
+            XdpProgram.open_attached(socket.if_nametoindex(w.topo.server_if))
+
+
+def test_worker_table_sums_per_queue_counters_but_not_the_shared_program() -> None:
+    xdp = {"redirected": 900, "redirect_no_socket": 7}
+    snaps = [
+        {"interface": "eth1", "queue": 1, "pid": 11, "connections": {"ESTABLISHED": 3},
+         "xsk": {"rx": 40, "tx": 50}, "relay": {"forwarded": 2, "received": 1}, "xdp": xdp},
+        {"interface": "eth1", "queue": 0, "pid": 10, "connections": {"ESTABLISHED": 4},
+         "xsk": {"rx": 1000, "tx": 60}, "relay": {"forwarded": 1, "received": 2}, "xdp": xdp},
+        {"interface": "eth2", "queue": 0, "pid": 12, "xsk": {"rx": 5}},
+    ]
+    lines = worker_table(snaps).splitlines()
+    assert lines[0] == "eth1: 2 workers"
+    assert [line.split() for line in lines[2:5]] == [
+        ["0", "10", "4", "1,000", "60", "1", "2"],
+        ["1", "11", "3", "40", "50", "2", "1"],
+        ["sum", "7", "1,040", "110", "3", "3"],
+    ]
+    assert "900 redirected, 7 with no socket" in lines[5]
+    assert "eth2" not in worker_table(snaps)  # one stack: nothing to sum
