@@ -35,6 +35,7 @@ from typing import Any
 from . import protect_cli, statsserver
 from .settings import Settings
 from .topology import Topology
+from .workers import worker_table
 
 logger = logging.getLogger("aioxdp")
 
@@ -76,6 +77,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "(HOST defaults to 0.0.0.0)")
     parser.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="how long requests in progress may finish on SIGINT/SIGTERM")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="processes, one per RX queue 0..N-1, each with its own stack "
+                             "(needs N queues; on veth, --mode native)")
 
 
 def _port(text: str) -> int:
@@ -157,10 +161,12 @@ def serve(target: object, args: argparse.Namespace, parser: argparse.ArgumentPar
     settings = settings_from_args(args, parser)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.workers > 1:
+        return _serve_workers(args, settings, parser)
     from .loop import run  # the native parts load here, not for `aioxdp stats` or `topo`
 
     try:
-        return run(_serve(target, args, settings), settings=settings)
+        return run(serve_async(target, args, settings), settings=settings)
     except TargetError as exc:
         parser.error(str(exc))
     except (asyncio.CancelledError, KeyboardInterrupt):
@@ -173,7 +179,26 @@ def serve(target: object, args: argparse.Namespace, parser: argparse.ArgumentPar
         return 1
 
 
-async def _serve(target: object, args: argparse.Namespace, settings: Settings) -> int:
+def _serve_workers(args: argparse.Namespace, settings: Settings,
+                   parser: argparse.ArgumentParser) -> int:
+    """``--workers N``: the target is passed on by name, each worker loads it itself."""
+    from .workers import ServeOptions, run_workers
+
+    if args.metrics is not None:
+        parser.error("--metrics cannot be combined with --workers: one port, N processes")
+    if not isinstance(getattr(args, "target", None), str):
+        parser.error("--workers needs a target by name: aioxdp run MODULE:APP --workers N")
+    try:
+        return run_workers(args.target, settings, args.workers, options=ServeOptions(
+            host=args.host, port=args.port, access_log=args.access_log,
+            shutdown_timeout=args.shutdown_timeout, log_level=args.log_level))
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+async def serve_async(target: object, args: argparse.Namespace, settings: Settings) -> int:
+    """Serve ``target`` on the running aioxdp loop, with the stats socket (and metrics),
+    until it ends or SIGINT/SIGTERM; also what each worker of ``--workers`` runs."""
     loop = asyncio.get_running_loop()
     collect = functools.partial(statsserver.snapshot, loop, settings, time.time())
     stop = asyncio.Event()
@@ -417,6 +442,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                 print("\x1b[H\x1b[2J", end="")
             where = f" for {args.interface}" if args.interface else ""
             blocks = [format_snapshot(s) for s in snapshots]
+            if summary := worker_table(snapshots):
+                blocks.append(summary)
             print("\n\n".join(blocks) if blocks else f"no running aioxdp stack{where} answered "
                   f"(sockets in {statsserver.STATS_DIR})", flush=True)
         if not args.watch:

@@ -148,7 +148,6 @@ class NetStack:
                 # replies go back through the hop the peer's frames came from
                 macs[seg.src] = bytes(frame[6:12])
             receive(seg, now=now)
-        return len(frames)
 
     def _on_readable(self) -> None:
         if self._receive_batch():
@@ -327,16 +326,19 @@ class NetStack:
         for local in (self.addresses if addr == b"" else [addr]):
             self.program.add_listener(local, port)
         self._servers[listener] = server
-        if self.relay is not None:
-            self.relay.listening = {listener.port for listener in self._servers}
+        self._update_relay()
         return listener
+
+    def _update_relay(self) -> None:
+        """Listening ports are never another worker's, even inside the port range."""
+        if self.relay is not None:
+            self.relay.listening = {server_listener.port for server_listener in self._servers}
 
     def unlisten(self, listener: Listener) -> None:
         self._servers.pop(listener, None)
         addr, port = listener.addr, listener.port
         self.table.close_listener(listener)
-        if self.relay is not None:
-            self.relay.listening = {listener.port for listener in self._servers}
+        self._update_relay()
         if self.settings.attached:
             return  # the other workers' listeners share the map entry; it goes with the program
         for local in (self.addresses if addr == b"" else [addr]):

@@ -24,12 +24,14 @@ Who does what:
   AF_XDP socket to RX queue k, which puts it at ``xsks_map[k]``, and runs the
   app as ``aioxdp run`` would, stats socket ``/run/aioxdp/<if>-<k>.sock``
   included (``aioxdp stats`` lists every worker).
-- A worker that exits is started again (at most ``max_restarts`` within
-  ``restart_window`` seconds, else the parent gives up and stops all). While
-  it is down the kernel has removed its closed socket from ``xsks_map``, so
-  ``bpf_redirect_map`` falls back to XDP_PASS and Linux, which has no socket
-  for those flows, answers them with RST: clients see their connections
-  reset at once rather than time out.
+- A worker that fails (a signal, a non-zero status) is started again (at
+  most ``max_restarts`` within ``restart_window`` seconds, else the parent
+  gives up and stops all); one that exits with status 0 (an async main that
+  finished, or a worker sent SIGTERM on purpose) is not, and the parent
+  returns once none is left. While a worker is down the kernel has removed
+  its closed socket from ``xsks_map``, so ``bpf_redirect_map`` falls back to
+  XDP_PASS and Linux, which has no socket for those flows, answers them with
+  RST: clients see their connections reset at once rather than time out.
 
 Outgoing connections. Replies to a worker's connection must reach that
 worker, but the NIC picks their queue by hashing the 4-tuple, not by who sent
@@ -54,6 +56,14 @@ changed by anyone with ``ethtool -X``; on veth the queue is the tx queue the
 peer's kernel picks from its socket's random txhash, which Linux re-draws
 after a timeout (``sk_rethink_txhash``): there is nothing to compute. Port
 slices work on every device.
+
+Caveats. A flow must stay on its queue: on a NIC, RSS hashes the 4-tuple,
+so it does. On veth the queue is the peer's choice (its socket's txhash, see
+above), and Linux re-draws that after a retransmission timeout
+(``net.core.txrehash``, on by default): a flow can then move to a worker that
+does not know it, which answers with RST. Native XDP is needed on veth,
+where generic (SKB-mode) XDP sees every frame on queue 0; on a NIC the
+driver records the queue and SKB mode spreads as well.
 
 Setting up a real NIC (one worker per queue, one queue per core):
 
@@ -280,6 +290,12 @@ class _Supervisor:
                 queue = sentinels[sentinel]  # type: ignore[index]
                 proc = self.procs[queue]
                 proc.join()
+                if proc.exitcode == 0:  # an async main that finished, or a worker stopped
+                    logger.info("worker %d (pid %d) finished", queue, proc.pid)
+                    del self.procs[queue]
+                    if not self.procs:
+                        return 0
+                    continue
                 logger.warning("worker %d (pid %d) exited with %s", queue, proc.pid,
                                proc.exitcode)
                 if not self._may_restart():
@@ -389,4 +405,4 @@ def _worker_main(target: str | Callable[..., Any], settings: Settings, options: 
     args = argparse.Namespace(host=options.host, port=options.port, metrics=None,
                               access_log=options.access_log,
                               shutdown_timeout=options.shutdown_timeout)
-    raise SystemExit(run(cli._serve(app, args, settings), settings=settings))
+    raise SystemExit(run(cli.serve_async(app, args, settings), settings=settings))

@@ -244,7 +244,8 @@ def measure(config: str, args: argparse.Namespace, run_dir: Path) -> dict[str, A
 
 def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     med = {c: {k: statistics.median(r[k] for r in runs if r["config"] == c)
-               for k in ("rps", "latency_p99", "server_cpu_per_1k", "machine_cpu_per_1k")}
+               for k in ("rps", "latency_p99", "server_cpu_per_1k", "machine_cpu_per_1k",
+                         "generator_cpu_share")}
            for c in CONFIGS if any(r["config"] == c for r in runs)}
     base = med[BASELINE]["rps"]
     rows = []
@@ -252,7 +253,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
         one = med[config.replace("2", "1")]["rps"]
         rows.append([config, f"{m['rps']:,.0f}", f"{m['rps'] / base:.2f}",
                      f"{m['rps'] / one:.2f}", f"{m['latency_p99'] * 1e3:.2f}",
-                     f"{m['server_cpu_per_1k']:.4f}", f"{m['machine_cpu_per_1k']:.4f}"])
+                     f"{m['server_cpu_per_1k']:.4f}", f"{m['machine_cpu_per_1k']:.4f}",
+                     f"{m['generator_cpu_share']:.0%}"])
     errors = {r["config"]: r["errors"] for r in runs if any(r["errors"].values())}
     return "\n".join([
         f"aiohttp hello world, wrk -t1 -c{args.connections} on core {CLIENT_CPU}, "
@@ -261,7 +263,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"load {load_average()}",
         "",
         markdown_table(["config", "req/s", f"/ {BASELINE}", "/ same stack 1 proc", "p99 ms",
-                        "server CPU-s/1k", "machine CPU-s/1k"], rows),
+                        "server CPU-s/1k", "machine CPU-s/1k", "wrk CPU"], rows),
         "",
         f"errors: {errors}" if errors else "no wrk errors",
     ])

@@ -391,3 +391,34 @@ def test_filter_command_blocks_and_unblocks_a_client_of_a_running_app(
         assert aioxdp_in_server_ns("filter", "remove", f"{topology.client_ip}/32").returncode == 0
         assert curl_until_answered(topology, app, url) == "Hello, world"
         assert app.stop() == 0, app.log_tail()
+
+
+@pytest.mark.netns
+def test_run_with_two_workers_serves_and_stats_sums_them(tmp_path: Path) -> None:
+    """``aioxdp run --workers 2`` on a two-queue veth (native mode: generic XDP sees
+    every frame on queue 0): both workers answer, and ``aioxdp stats`` adds a sum row."""
+    with Topology(queues=2) as topo:
+        cmd = aioxdp_run("examples.hello_aiohttp:app", "--interface", topo.server_if,
+                         "--host", topo.server_ip, "--port", str(PORT), "--mode", "native",
+                         "--workers", "2")
+        url = f"http://{topo.server_ip}:{PORT}/"
+        with AppProcess(topo, cmd, cwd=ROOT, log=tmp_path / "app.log") as app:
+            assert curl_until_answered(topo, app, url) == "Hello, world"
+            for _ in range(3):  # both stats sockets up
+                stats = aioxdp("stats", "--interface", topo.server_if)
+                if "2 workers" in stats.stdout:
+                    break
+                time.sleep(0.5)
+            # many source ports spread over both queues
+            for _ in range(20):
+                assert client(topo, "curl", "-sS", "-m", "2", url).stdout == "Hello, world"
+            stats = aioxdp("stats", "--interface", topo.server_if)
+            assert f"{topo.server_if}: 2 workers" in stats.stdout, stats.stdout + stats.stderr
+            sum_row = next(line for line in stats.stdout.splitlines()
+                           if line.strip().startswith("sum"))
+            assert sum_row
+            snaps = json.loads(aioxdp("stats", "--interface", topo.server_if, "--json").stdout)
+            assert sorted(s["queue"] for s in snaps) == [0, 1]
+            assert all(s["xsk"]["rx"] > 0 for s in snaps), "a worker received nothing"
+            assert app.stop() == 0, app.log_tail()
+        assert not xdp_attached(topo)

@@ -61,8 +61,9 @@ async def handle(reader, writer):
 
 async def main(host=None, port=7000):
     server = await asyncio.start_server(handle, host, port)
-    async with server:
-        await server.serve_forever()
+    in_range = await asyncio.start_server(handle, host, 64990)  # worker 1's outgoing slice
+    async with server, in_range:
+        await asyncio.gather(server.serve_forever(), in_range.serve_forever())
 '''
 
 PARENT = '''
@@ -118,10 +119,10 @@ class Workers:
         with self.topo.server(), XdpProgram.open_attached(ifindex(self.topo.server_if)) as prog:
             return prog.counters()
 
-    def connect(self) -> tuple[socket.socket, int, int]:
+    def connect(self, port: int = PORT) -> tuple[socket.socket, int, int]:
         """A connection from the client namespace: (socket, worker pid, worker queue)."""
         with self.topo.client():
-            sock = socket.create_connection((self.topo.server_ip, PORT), timeout=5)
+            sock = socket.create_connection((self.topo.server_ip, port), timeout=5)
         pid, queue = sock.makefile("rb").readline().split()
         return sock, int(pid), int(queue)
 
@@ -183,6 +184,17 @@ def test_connections_from_many_ports_are_served_by_both_workers(workers: Workers
     finally:
         for sock, _pid, _queue in conns:
             sock.close()
+
+
+def test_a_listening_port_inside_a_worker_s_slice_is_served_where_it_lands(
+        workers: Workers) -> None:
+    """64990 is in worker 1's slice of the port range, but a listener owns it:
+    connections to it are not relayed to worker 1."""
+    conns = [workers.connect(64990) for _ in range(20)]
+    for sock, _pid, _queue in conns:
+        with sock:
+            assert ask(sock, b"in range\n") == b"in range\n"
+    assert {queue for _sock, _pid, queue in conns} == {0, 1}
 
 
 @contextlib.contextmanager
@@ -320,3 +332,15 @@ def test_worker_table_sums_per_queue_counters_but_not_the_shared_program() -> No
     ]
     assert "900 redirected, 7 with no socket" in lines[5]
     assert "eth2" not in worker_table(snaps)  # one stack: nothing to sum
+
+
+def test_workers_whose_main_finishes_are_not_restarted(tmp_path: Path) -> None:
+    (tmp_path / "done_app.py").write_text("async def main():\n    return 0\n")
+    parent = PARENT.replace("workers_app:main", "done_app:main")
+    with Topology(queues=2) as topo:
+        result = subprocess.run(["ip", "netns", "exec", topo.server_ns, sys.executable, "-c",
+                                 textwrap.dedent(parent), topo.server_if], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("finished") == 2
+    assert "restart" not in result.stderr and "exited with" not in result.stderr
