@@ -140,7 +140,7 @@ class NetStack:
         for frame in frames:
             seg = parse(frame, verify_checksum=False)  # the C RX path verified checksums
             if seg is None:
-                self.parse_drops += 1
+                self._receive_icmp(frame, relay, now)
                 continue
             if relay is not None and relay.pass_on(seg.dport, frame):
                 continue  # another worker's outgoing connection
@@ -148,6 +148,18 @@ class NetStack:
                 # replies go back through the hop the peer's frames came from
                 macs[seg.src] = bytes(frame[6:12])
             receive(seg, now=now)
+
+    def _receive_icmp(self, frame: memoryview | bytes, relay: PortRelay | None,
+                      now: float) -> None:
+        """Not TCP: an ICMP error about one of our connections, which the XDP program
+        hands over too (TCP-CHECKLIST 21), or else a drop. Off the TCP path."""
+        err = wire.parse_icmp_error(frame, verify_checksum=False)
+        if err is None:
+            self.parse_drops += 1
+            return
+        if relay is not None and relay.pass_on(err.local_port, frame):
+            return  # about another worker's outgoing connection
+        self.table.receive_icmp(err, now=now)
 
     def _on_readable(self) -> None:
         if self._receive_batch():
@@ -377,6 +389,7 @@ class NetStack:
             "xsk": self.xsk.stats(),
             "tcp": dict(self.table.stats),
             "connections": self.table.connection_states(),
+            "recovery": self.table.recovery_stats(),
             "parse_drops": self.parse_drops,
             "tx_stalls": self.tx_stalls,
             **({"relay": self.relay.stats()} if self.relay is not None else {}),

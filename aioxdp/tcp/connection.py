@@ -304,6 +304,11 @@ class Connection(Timers):
             self._notify()
         return True
 
+    @property
+    def srtt(self) -> float | None:
+        """The smoothed round-trip time (RFC 6298), None before the first sample."""
+        return self._rtt.srtt
+
     def accepts_new_syn(self, syn: Segment) -> bool:
         """In TIME-WAIT, may this SYN start a new incarnation of the tuple?
         RFC 9293 §3.10.7.4 note / RFC 6191: yes if its sequence number is
@@ -689,6 +694,7 @@ class Connection(Timers):
         if lost and sq.gt(self.snd_una, self._recover):
             in_flight = (self.snd_max - self.snd_una) & MASK
             self._in_recovery = True
+            self.recoveries += 1
             self._recover = self.snd_max
             self._high_rxt = self.snd_una
             self._cc.on_congestion_event(now=now, in_flight=in_flight)

@@ -207,6 +207,7 @@ class Output(Tcb):
 
     def _retransmit(self, out: list[Segment], sseq: int, n: int, now: float) -> None:
         out.append(self._data_segment(sseq, n, now))
+        self.retransmits += 1
         if not self._ts_ok:
             self._rtt_seq = None  # Karn's rule (timestamps disambiguate, RFC 7323 §4)
         end = sq.add(sseq, n)
@@ -276,8 +277,10 @@ class Output(Tcb):
             if self._rtt_seq is None and not retransmit:
                 self._rtt_seq = new_nxt
                 self._rtt_time = now
-        if retransmit and not self._ts_ok:
-            self._rtt_seq = None
+        if retransmit:
+            self.retransmits += 1
+            if not self._ts_ok:
+                self._rtt_seq = None
         if self._t_rto == INF:
             self._t_rto = now + self._rto
         self._t_persist = INF

@@ -33,6 +33,7 @@ from .connection import Connection, State, receive_window_scale
 from .cookies import CookieSecrets, check_cookie, derive_key, flow_hash32, isn, make_cookie
 from .events import ConnectionClosed, ConnectionEstablished, Event
 from .segment import ACK, FIN, RST, SYN, Segment
+from .wire import IcmpError
 
 Key = tuple[bytes, int, bytes, int]
 
@@ -49,6 +50,10 @@ COOKIE_CHECK_WINDOW = 128.0
 # beyond anything the old incarnation can have sent.
 TIME_WAIT_ISS_GAP = 65535 + 2
 _HEAP_SLACK = 64
+# The smallest path MTU an ICMP error may make us use: every IPv4 host takes 576-byte
+# datagrams (RFC 791 §3.1, RFC 1122 §3.3.3), every IPv6 link carries 1280 (RFC 8200 §5).
+MIN_PATH_MTU_V4 = 576
+MIN_PATH_MTU_V6 = 1280
 
 
 class Listener:
@@ -194,6 +199,29 @@ class ConnectionTable:
             self._reply_rst(seg, "no-connection")
         else:
             self._listen_input(listener, seg, now, None)
+
+    def receive_icmp(self, err: IcmpError, *, now: float) -> None:
+        """An ICMP error quoting one of our segments (TCP-CHECKLIST 21), demultiplexed by
+        the quoted 4-tuple. The connection acts only if the quoted sequence number is in
+        flight (RFC 5927 §4.1): "frag-needed"/"packet-too-big" lower its MSS to the path
+        MTU (RFC 1191, RFC 8201), clamped to MIN_PATH_MTU_*; the others are soft errors
+        that never abort it (RFC 1122 §4.2.3.9, RFC 5461)."""
+        key = (err.local_addr, err.local_port, err.remote_addr, err.remote_port)
+        conn = self.connections.get(key)
+        if conn is None or conn.state is State.CLOSED:
+            self.stats["icmp-no-connection"] += 1
+            return
+        mtu = err.mtu
+        if mtu is not None:
+            floor = MIN_PATH_MTU_V4 if len(err.local_addr) == 4 else MIN_PATH_MTU_V6
+            if mtu < floor:
+                self.stats["icmp-mtu-clamped"] += 1
+                mtu = floor
+        if not conn.icmp_error(err.seq, mtu=mtu, now=now):
+            self.stats["icmp-not-in-flight"] += 1
+            return
+        self.stats["icmp-soft-error" if mtu is None else "icmp-path-mtu"] += 1
+        self._activity(conn)
 
     def _listen_input(self, listener: Listener, seg: Segment, now: float,
                       iss: int | None) -> None:
@@ -357,6 +385,21 @@ class ConnectionTable:
         """Connections by state name (a scan: for statistics, not the data path)."""
         return Counter(conn.state.name for conn in self.connections.values())
 
+    def recovery_stats(self) -> dict[str, float | int | None]:
+        """Retransmitted segments, retransmission timeouts and fast recoveries since the
+        table started (open and closed connections), and the smoothed RTT (RFC 6298
+        SRTT, seconds) of open connections: min, median, max (a scan, for statistics)."""
+        conns = list(self.connections.values())
+        rtts = sorted(rtt for c in conns if (rtt := c.srtt) is not None)
+        return {
+            "retransmits": self.stats["closed-retransmits"] + sum(c.retransmits for c in conns),
+            "timeouts": self.stats["closed-timeouts"] + sum(c.timeouts for c in conns),
+            "recoveries": self.stats["closed-recoveries"] + sum(c.recoveries for c in conns),
+            "srtt_min": rtts[0] if rtts else None,
+            "srtt_median": rtts[len(rtts) // 2] if rtts else None,
+            "srtt_max": rtts[-1] if rtts else None,
+        }
+
     def _new_connection(self, key: Key, iss: int, now: float,
                         listener: Listener | None) -> Connection:
         conn = Connection(local=(key[0], key[1]), remote=(key[2], key[3]), iss=iss,
@@ -401,5 +444,9 @@ class ConnectionTable:
         key = (conn.local[0], conn.local[1], conn.remote[0], conn.remote[1])
         if self.connections.get(key) is conn:
             del self.connections[key]
+            # keep the closed connection's loss-recovery counts in the totals
+            self.stats["closed-retransmits"] += conn.retransmits
+            self.stats["closed-timeouts"] += conn.timeouts
+            self.stats["closed-recoveries"] += conn.recoveries
         self._deadlines.pop(conn, None)
         self._settle(conn)

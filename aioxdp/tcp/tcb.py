@@ -72,6 +72,8 @@ class Tcb:
     __slots__ = (
         "state", "local", "remote", "listener", "config", "events", "wake",
         "write_watermark", "nodelay",
+        # counters for statistics: segments resent, retransmission timeouts, fast recoveries
+        "retransmits", "timeouts", "recoveries",
         # send sequence space (RFC 9293 §3.3.1)
         "iss", "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2",
         "max_snd_wnd", "snd_wscale", "_snd_base", "_sendbuf", "_fin_seq",
@@ -107,6 +109,9 @@ class Tcb:
         self.wake: Callable[[Any], None] | None = None
         self.write_watermark: int | None = None
         self.nodelay = config.nodelay  # per connection, like TCP_NODELAY
+        self.retransmits = 0
+        self.timeouts = 0
+        self.recoveries = 0
 
         iss &= MASK
         self.iss = iss

@@ -66,6 +66,7 @@ class Timers(Output):
             why = f" ({self._soft_error})" if self._soft_error else ""
             self._to_closed(TimeoutError("connection timed out" + why))
             return
+        self.timeouts += 1
         self._rtt.backoff()
         self._rto = self._rtt.rto
         self._cc.on_rto(now=now, in_flight=(self.snd_max - self.snd_una) & MASK)

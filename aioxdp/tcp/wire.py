@@ -30,6 +30,10 @@ TCP-CHECKLIST 10/11).
 Payloads come back as ``bytes`` copies: the caller's UMEM frame is recycled
 once parsing returns.
 
+``parse_icmp_error`` reads the ICMP errors (RFC 792, RFC 4443) that quote one
+of our segments: what the core needs for path MTU discovery (RFC 1191, RFC 8201)
+and soft errors, bounds-checked the same way.
+
 Building emits options the way Linux's ``tcp_options_write`` lays them out
 (MSS; ``SACKOK TS`` or ``NOP NOP TS``; ``NOP NOP SACKOK`` without timestamps;
 ``NOP WS``; ``NOP NOP SACK``), IPv4 with DF set and IP ID 0, IPv6 without
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
+from dataclasses import dataclass
 
 from .segment import Segment
 
@@ -47,6 +52,8 @@ ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 ETH_P_8021Q = 0x8100
 IPPROTO_TCP = 6
+IPPROTO_ICMP = 1
+IPPROTO_ICMPV6 = 58
 
 ETH_HLEN = 14
 VLAN_HLEN = 4
@@ -122,9 +129,10 @@ def checksum(data: bytes | bytearray | memoryview, start: int = 0) -> int:
     return 0 if total else 0xFFFF
 
 
-def pseudo_header_sum(src: bytes, dst: bytes, length: int) -> int:
-    """Sum (unfolded) of the TCP pseudo-header: RFC 9293 §3.1 (IPv4), RFC 8200 §8.1 (IPv6)."""
-    return int.from_bytes(src, "big") + int.from_bytes(dst, "big") + IPPROTO_TCP + length
+def pseudo_header_sum(src: bytes, dst: bytes, length: int, proto: int = IPPROTO_TCP) -> int:
+    """Sum (unfolded) of the TCP pseudo-header: RFC 9293 §3.1 (IPv4), RFC 8200 §8.1 (IPv6);
+    ``proto`` 58 makes ICMPv6's (RFC 4443 §2.3)."""
+    return int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length
 
 
 def _sum_ok(data: bytes | bytearray | memoryview, start: int) -> bool:
@@ -309,6 +317,157 @@ def _parse_options(buf: bytes | bytearray | memoryview, i: int, end: int,
                 _count(drops, "bad-option")
         i += size  # MUST-5: unknown kinds skipped by their length
     return mss, wscale, sack_permitted, sack, ts
+
+
+# --- ICMP errors about our segments (RFC 5927, TCP-CHECKLIST 21) ------------------------------
+
+ICMP_HLEN = 8
+_ICMP = struct.Struct("!BBHI")  # type, code, checksum, the rest of the header (RFC 792, RFC 4443)
+_QUOTED_TCP = struct.Struct("!HHI")  # ports and sequence number: 8 bytes are all RFC 792 promises
+_ICMP_KINDS = {  # (version, type) -> kind; IPv4 type 3 code 4 is "frag-needed" (RFC 1191 §4)
+    (4, 3): "unreachable",
+    (4, 11): "time-exceeded",
+    (6, 1): "unreachable",
+    (6, 2): "packet-too-big",  # RFC 8201 §4, RFC 4443 §3.2
+    (6, 3): "time-exceeded",
+}
+_ICMP_FRAG_NEEDED = 4
+
+
+@dataclass(slots=True, frozen=True)
+class IcmpError:
+    """An ICMP error about a TCP segment we sent, from the header it quotes.
+
+    ``local_*`` is the quoted source (us), ``remote_*`` its destination, ``seq`` its
+    sequence number: the core acts only when ``seq`` is in flight, since ICMP is easy
+    to spoof (RFC 5927 §4.1). ``kind`` is "frag-needed" (IPv4), "packet-too-big"
+    (IPv6), "unreachable" or "time-exceeded"; ``mtu`` is the next hop's MTU as the
+    router gave it for the first two (0 from a router older than RFC 1191 §4), else None.
+    """
+
+    local_addr: bytes
+    local_port: int
+    remote_addr: bytes
+    remote_port: int
+    seq: int
+    kind: str
+    mtu: int | None
+
+
+def _drop_icmp(drops: Counter[str] | None, reason: str) -> IcmpError | None:
+    _count(drops, reason)
+    return None
+
+
+def parse_icmp_error(
+    frame: bytes | bytearray | memoryview,
+    *,
+    verify_checksum: bool = True,
+    drops: Counter[str] | None = None,
+) -> IcmpError | None:
+    """Parse an Ethernet frame carrying an ICMPv4/ICMPv6 error that quotes a TCP segment
+    sent from the frame's destination address; anything else is ``None``.
+
+    Besides the keys of ``parse_frame``, ``drops`` counts ``not-icmp`` (another protocol),
+    ``not-icmp-error`` (echo, neighbour discovery, ...) and ``bad-quote`` (the quoted
+    packet is not IP + TCP from us, or is a later fragment). The IPv6 ICMP header must
+    follow the fixed header (the XDP program hands over nothing else).
+    """
+    n = len(frame)
+    if n < ETH_HLEN:
+        return _drop_icmp(drops, "truncated")
+    (ethertype,) = _ETHERTYPE.unpack_from(frame, 12)
+    off = ETH_HLEN
+    if ethertype == ETH_P_8021Q:
+        if n < ETH_HLEN + VLAN_HLEN:
+            return _drop_icmp(drops, "truncated")
+        (ethertype,) = _ETHERTYPE.unpack_from(frame, 16)
+        off += VLAN_HLEN
+    if ethertype == ETH_P_IP:
+        return _parse_icmp4(frame, off, n, verify_checksum, drops)
+    if ethertype == ETH_P_IPV6:
+        return _parse_icmp6(frame, off, n, verify_checksum, drops)
+    return _drop_icmp(drops, "not-ip")
+
+
+def _parse_icmp4(buf: bytes | bytearray | memoryview, off: int, n: int, verify: bool,
+                 drops: Counter[str] | None) -> IcmpError | None:
+    if n - off < IPV4_HLEN:
+        return _drop_icmp(drops, "truncated")
+    vihl, _tos, total, _ident, frag, _ttl, proto, _csum, _src, dst = _IPV4.unpack_from(buf, off)
+    ihl = (vihl & 0x0F) << 2
+    if vihl >> 4 != 4 or ihl < IPV4_HLEN or total < ihl:
+        return _drop_icmp(drops, "bad-ip-header")
+    if proto != IPPROTO_ICMP:
+        return _drop_icmp(drops, "not-icmp")
+    end = off + total
+    if end > n:
+        return _drop_icmp(drops, "truncated")
+    if frag & 0x3FFF:
+        return _drop_icmp(drops, "fragment")
+    if verify and not _sum_ok(buf[off:off + ihl], 0):
+        return _drop_icmp(drops, "bad-ip-checksum")
+    i = off + ihl
+    if end - i < ICMP_HLEN:
+        return _drop_icmp(drops, "truncated")
+    icmp_type, code, _csum, rest = _ICMP.unpack_from(buf, i)
+    kind = _ICMP_KINDS.get((4, icmp_type))
+    if kind is None:
+        return _drop_icmp(drops, "not-icmp-error")
+    mtu = None
+    if icmp_type == 3 and code == _ICMP_FRAG_NEEDED:
+        kind, mtu = "frag-needed", rest & 0xFFFF  # RFC 1191 §4: the low 16 bits
+    q = i + ICMP_HLEN
+    if end - q < IPV4_HLEN:
+        return _drop_icmp(drops, "truncated")
+    # RFC 792: the checksum covers the whole ICMP message, quote included
+    if verify and not _sum_ok(buf[i:end], 0):
+        return _drop_icmp(drops, "bad-checksum")
+    vihl, _tos, _total, _ident, frag, _ttl, proto, _csum, src, remote = _IPV4.unpack_from(buf, q)
+    qihl = (vihl & 0x0F) << 2
+    if vihl >> 4 != 4 or qihl < IPV4_HLEN or proto != IPPROTO_TCP or frag & 0x1FFF or src != dst:
+        return _drop_icmp(drops, "bad-quote")
+    return _quoted_tcp(buf, q + qihl, end, src, remote, kind, mtu, drops)
+
+
+def _parse_icmp6(buf: bytes | bytearray | memoryview, off: int, n: int, verify: bool,
+                 drops: Counter[str] | None) -> IcmpError | None:
+    if n - off < IPV6_HLEN:
+        return _drop_icmp(drops, "truncated")
+    vtcfl, plen, nexthdr, _hlim, src, dst = _IPV6.unpack_from(buf, off)
+    if vtcfl >> 28 != 6:
+        return _drop_icmp(drops, "bad-ip-header")
+    if nexthdr != IPPROTO_ICMPV6:
+        return _drop_icmp(drops, "not-icmp")
+    i = off + IPV6_HLEN
+    end = i + plen
+    if end > n or plen < ICMP_HLEN:
+        return _drop_icmp(drops, "truncated")
+    icmp_type, _code, _csum, rest = _ICMP.unpack_from(buf, i)
+    kind = _ICMP_KINDS.get((6, icmp_type))
+    if kind is None:
+        return _drop_icmp(drops, "not-icmp-error")
+    mtu = rest if kind == "packet-too-big" else None
+    q = i + ICMP_HLEN
+    if end - q < IPV6_HLEN:
+        return _drop_icmp(drops, "truncated")
+    # RFC 4443 §2.3: the checksum covers a pseudo-header with next header 58
+    if verify and not _sum_ok(buf[i:end], pseudo_header_sum(src, dst, plen, IPPROTO_ICMPV6)):
+        return _drop_icmp(drops, "bad-checksum")
+    vtcfl, _plen, nexthdr, _hlim, qsrc, remote = _IPV6.unpack_from(buf, q)
+    # the stack sends no extension headers, so TCP follows the quoted fixed header
+    if vtcfl >> 28 != 6 or nexthdr != IPPROTO_TCP or qsrc != dst:
+        return _drop_icmp(drops, "bad-quote")
+    return _quoted_tcp(buf, q + IPV6_HLEN, end, qsrc, remote, kind, mtu, drops)
+
+
+def _quoted_tcp(buf: bytes | bytearray | memoryview, t: int, end: int, local: bytes,
+                remote: bytes, kind: str, mtu: int | None,
+                drops: Counter[str] | None) -> IcmpError | None:
+    if end - t < _QUOTED_TCP.size:
+        return _drop_icmp(drops, "truncated")
+    sport, dport, seq = _QUOTED_TCP.unpack_from(buf, t)
+    return IcmpError(local, sport, remote, dport, seq, kind, mtu)
 
 
 # --- building ---------------------------------------------------------------------------------

@@ -397,3 +397,17 @@ def test_eifel_undoes_a_spurious_fast_retransmit():
 def test_needed_fast_retransmit_keeps_the_reduction():
     s, cwnd_before = _spurious_fast_retransmit(echo_original=False)
     assert s.conn._cc.cwnd <= s.conn._cc.ssthresh < cwnd_before
+
+
+def test_counters_count_timeouts_recoveries_and_resent_segments():
+    s = passive(config(congestion="newreno"))
+    assert (s.conn.retransmits, s.conn.timeouts, s.conn.recoveries) == (0, 0, 0)
+    s.run([(0.0, "send", b"x" * (6 * M))])
+    s.outbox.clear()
+    for _ in range(4):
+        s.inject(S(".", seq=P, ack=U + M))  # an ACK, three duplicates: fast retransmit
+    assert (s.conn.retransmits, s.conn.timeouts, s.conn.recoveries) == (1, 0, 1)
+    s.advance(5.0)  # nothing more acknowledged: the RTO fires, and again after back-off
+    assert s.conn.timeouts >= 2
+    assert s.conn.retransmits >= 1 + s.conn.timeouts
+    assert s.conn.recoveries == 1

@@ -637,3 +637,24 @@ def test_two_tables_talk_through_wire(through_cookie: bool) -> None:
     assert conn.state is State.TIME_WAIT and peer.state is State.CLOSED
     assert peer not in server.connections.values()
     assert list(client.connections.values()) == [conn]  # lingering in TIME-WAIT
+
+
+def test_recovery_stats_keep_closed_connections_counts() -> None:
+    """Totals survive the connection: a connection that timed out and was
+    removed still counts in recovery_stats()."""
+    cfg = TcpConfig(max_retransmits=2, rto_min=0.2, rto_initial=0.2)
+    table = ConnectionTable(config=cfg, secret=b"k" * 32, now=0.0)
+    conn = table.connect((bytes([198, 18, 0, 1]), 0), (bytes([198, 18, 0, 2]), 80), now=0.0)
+    table.segments_to_send(now=0.0)
+    assert table.recovery_stats()["timeouts"] == 0
+    now = 0.0
+    while conn.state.name != "CLOSED" and now < 120:
+        now = table.get_timer() or now + 1
+        table.handle_timer(now=now)
+        table.segments_to_send(now=now)
+    assert conn.state.name == "CLOSED"
+    assert table.connections == {}
+    stats = table.recovery_stats()
+    assert stats["timeouts"] == conn.timeouts >= 2
+    assert stats["retransmits"] == conn.retransmits >= 2
+    assert stats["srtt_median"] is None
