@@ -18,6 +18,7 @@ import socket
 import ssl as ssl_module
 from asyncio import sslproto
 from collections.abc import Callable, Coroutine
+from types import ModuleType
 from typing import Any, TypeVar
 
 from .settings import Settings
@@ -26,6 +27,7 @@ from .transport import XdpServer, XdpTransport
 
 T = TypeVar("T")
 
+uvloop: ModuleType | None
 try:
     import uvloop
 except ImportError:  # uvloop is optional
@@ -149,7 +151,8 @@ class _XdpLoopMixin:
         app_protocol = protocol_factory()
         ssl_protocol = sslproto.SSLProtocol(
             self, app_protocol, context, waiter, server_side=False,  # type: ignore[arg-type]
-            server_hostname=hostname, ssl_handshake_timeout=ssl_handshake_timeout,
+            server_hostname=hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
             ssl_shutdown_timeout=ssl_shutdown_timeout)
         transport = await stack.connect((remote, port), local, lambda: ssl_protocol)
         try:
@@ -189,7 +192,7 @@ class _XdpLoopMixin:
             await self._aioxdp_stack.drain(timeout)
 
 
-class XdpSelectorEventLoop(_XdpLoopMixin, asyncio.SelectorEventLoop):
+class XdpSelectorEventLoop(_XdpLoopMixin, asyncio.SelectorEventLoop):  # type: ignore[misc]
     """asyncio's selector loop with the bypass stack."""
 
     def __init__(self, settings: Settings | None = None) -> None:

@@ -92,6 +92,12 @@ class XdpSocket:
 class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
     """``asyncio.Transport`` for one bypass-stack TCP connection."""
 
+    # set by _FlowControlMixin.__init__ (typeshed does not declare them)
+    _loop: asyncio.AbstractEventLoop
+    _protocol_paused: bool
+    _low_water: int
+    _high_water: int
+
     # loop.sendfile falls back to reads and writes; loop.start_tls may wrap us
     _sendfile_compatible = asyncio.constants._SendfileMode.FALLBACK  # type: ignore[attr-defined]
     _start_tls_compatible = True
@@ -158,7 +164,7 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
             self.close()
 
     def _write_space(self) -> None:
-        self._maybe_resume_protocol()
+        self._maybe_resume_protocol()  # type: ignore[attr-defined]
 
     def _connection_closed(self, error: BaseException | None) -> None:
         if not self._lost:
@@ -241,7 +247,7 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
         return max(0, self._conn.send_buffer_size - SEND_BUFFER)
 
     def _maybe_pause_protocol(self) -> None:
-        super()._maybe_pause_protocol()
+        super()._maybe_pause_protocol()  # type: ignore[misc]
         if self._protocol_paused:
             # ask the core for one SendBufferDrained when we fall to the low mark
             self._conn.write_watermark = SEND_BUFFER + self._low_water
@@ -255,7 +261,7 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
-            self._protocol.connection_lost(exc)
+            self._protocol.connection_lost(exc)  # type: ignore[arg-type]
         finally:
             self._stack.forget(self._conn)
             if self._server is not None:
@@ -313,8 +319,8 @@ class XdpServer(asyncio.AbstractServer):
         protocol = self._protocol_factory()
         if self._ssl is not None:
             protocol = sslproto.SSLProtocol(
-                self._loop, protocol, self._ssl, None, server_side=True,
-                ssl_handshake_timeout=self._ssl_handshake_timeout,
+                self._loop, protocol, self._ssl, None, server_side=True,  # type: ignore[arg-type]
+                ssl_handshake_timeout=self._ssl_handshake_timeout,  # type: ignore[arg-type]
                 ssl_shutdown_timeout=self._ssl_shutdown_timeout)
         return XdpTransport(self._loop, self._stack, conn, protocol, server=self)
 
