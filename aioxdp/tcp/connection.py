@@ -350,12 +350,18 @@ class Connection(Timers):
                         self.snd_wl2 = ack
                         self._new_ack(ack, ts, now)
                         return
-                elif (ack == una and not self._rx_slow
-                      and n <= ((self.rcv_adv - self.rcv_nxt) & MASK)):
-                    # In-order data, nothing new acknowledged.
+                elif (not self._rx_slow and n <= ((self.rcv_adv - self.rcv_nxt) & MASK)
+                      and ((ack - una) & MASK) <= ((self.snd_max - una) & MASK)):
+                    # In-order data, acknowledging nothing new (bulk receive) or new
+                    # data of ours (request/response): ACK first, then text (RFC 9293
+                    # §3.10.7.4 fifth and seventh); in ESTABLISHED the ACK moves no state.
                     if ts is not None and seg.seq == self._last_ack_sent:
                         self._ts_recent = ts[0]
                         self._ts_recent_time = now
+                    if ack != una:
+                        self.snd_wl1 = seg.seq
+                        self.snd_wl2 = ack
+                        self._new_ack(ack, ts, now)
                     self.rcv_nxt = (self.rcv_nxt + n) & MASK
                     self._rcv_off += n
                     self.events.append(DataReceived(self, bytes(payload)))

@@ -4,7 +4,7 @@ application side of the API (pause/resume, watermark, wake)."""
 
 from __future__ import annotations
 
-from aioxdp.tcp.connection import State
+from aioxdp.tcp.connection import Connection, State
 from aioxdp.tcp.events import ConnectionClosed, DataReceived, SendBufferDrained
 
 from .packetscript import ISS, PEER_ISS, S, config, passive
@@ -420,3 +420,21 @@ def test_fin_into_closed_window_is_probed_indefinitely():
         s.expect(S("F.", seq=U))
     assert s.conn.state is State.FIN_WAIT_1
     s.run([(s.now, "<", S(".", seq=P, ack=U + 1, win=0)), (s.now, "state", State.FIN_WAIT_2)])
+
+
+def test_request_response_segment_takes_the_fast_path(monkeypatch):
+    """A data segment that also acknowledges our data (the next request after a
+    response) is processed by header prediction: the ACK frees our buffer and
+    the data is delivered, without the general path."""
+    s = passive()
+    s.run([(0.0, "send", b"response")])
+    s.outbox.clear()
+
+    def slow(*args: object) -> None:
+        raise AssertionError("took the slow path")
+
+    monkeypatch.setattr(Connection, "_receive_slow", slow)
+    s.inject(S("P.", seq=PEER_ISS + 1, ack=ISS + 1 + len(b"response"), data=b"next request"))
+    assert s.conn.snd_una == ISS + 1 + len(b"response")
+    assert s.conn.send_buffer_size == 0
+    assert s.expect_event(DataReceived).data == b"next request"
