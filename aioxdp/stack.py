@@ -193,13 +193,22 @@ class NetStack:
         self._service()
 
     def _arm_timer(self) -> None:
+        """One loop timer for the core's earliest deadline.
+
+        Deadlines mostly move later (every ACK restarts the retransmission
+        timer), so a timer already armed at or before the new deadline is
+        kept: when it fires early, the core has nothing due and we re-arm.
+        That spares the loop a cancelled handle per iteration."""
         deadline = self.table.get_timer()
-        if deadline == self._timer_deadline:
+        if deadline is None:
+            return
+        armed = self._timer_deadline
+        if armed is not None and armed <= deadline:
             return
         if self._timer is not None:
             self._timer.cancel()
         self._timer_deadline = deadline
-        self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+        self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _flush(self) -> None:
         """Core output -> frames -> TX ring, one batch at a time."""
