@@ -380,6 +380,7 @@ def measure(server: Server, load: Callable[[], tuple[Load, Finished]]) -> dict[s
         "machine_cpu": busy["all"],
         "server_cpu_per_1k": (server1 - server0) / kilo,
         "machine_cpu_per_1k": busy["all"] / kilo,
+        "server_core_cpu_per_1k": busy[f"cpu{SERVER_CPU}"] / kilo,
         "core_busy": {name: busy[name] / wall for name in busy if name != "all"},
         "packets_in_per_request": (packets1[0] - packets0[0]) / (result.requests or math.nan),
         "packets_out_per_request": (packets1[1] - packets0[1]) / (result.requests or math.nan),
@@ -416,14 +417,16 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 
 def bar_chart(path: Path, title: str, panels: Sequence[tuple[str, dict[str, dict[str, float]]]],
-              labels: dict[str, dict[str, str]] | None = None) -> Path:
+              labels: dict[str, dict[str, str]] | None = None, log: bool = False) -> Path:
     """Grouped bars, one panel per metric (two per row):
     ``panels`` = [(ylabel, {group: {series: value}})], a dashed line at 1.0 (for ratios).
 
     ``labels[ylabel][f"{group}/{series}"]`` is printed above the bar (e.g. the
-    absolute value when the bars are ratios). Agg backend: no display needed.
+    absolute value when the bars are ratios). ``log``: logarithmic y axes, so
+    that ratios of 2 and 1/2 look the same size. Agg backend: no display needed.
     """
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -448,6 +451,11 @@ def bar_chart(path: Path, title: str, panels: Sequence[tuple[str, dict[str, dict
                 texts = [labels[ylabel].get(f"{group}/{name}", "") for group in groups]
                 ax.bar_label(bars, texts, fontsize=7, padding=2, rotation=90)
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        if log:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xticks(range(len(groups)), list(groups))
         ax.set_ylabel(ylabel)
         ax.margins(y=0.3)

@@ -96,6 +96,10 @@ def problems_of(config: str, run: dict[str, Any], report: dict[str, Any]) -> lis
     found = [f"{kind} errors: {n}" for kind, n in run["errors"].items() if n]
     if run["generator_timed_out"]:
         found.append("load generator overran its time bound")
+    server_core, client_core = (run["core_busy"].get(core, 0.0) for core in ("cpu0", "cpu1"))
+    if server_core < 0.9 and client_core > 0.9:
+        found.append(f"server core {server_core:.0%} busy, client core {client_core:.0%}: "
+                     "the client side limits this run")
     if run["generator_cpu_share"] > 0.9:
         found.append(f"load generator at {run['generator_cpu_share']:.0%} CPU (may be the limit)")
     if config.startswith("aioxdp"):
@@ -181,7 +185,8 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dic
         summary[name] = {}
         for config, all_runs in by_config.items():
             config_runs = [run for run in all_runs if "failed" not in run]
-            failures = [f"failed: {run['failed']}" for run in all_runs if "failed" in run]
+            failures = [f"failed: {run['failed'].strip().splitlines()[-1]}"
+                        for run in all_runs if "failed" in run]
             if not config_runs:
                 summary[name][config] = {key: math.nan for key, *_ in METRICS} | {
                     "cpu0_busy": math.nan, "cpu1_busy": math.nan,
@@ -251,7 +256,7 @@ def plot(summary: dict[str, dict[str, Any]], meta: dict[str, Any], path: Path) -
     bar_chart(path,
               f"aioxdp vs kernel stack, one server core, {meta['mode']}-mode XDP, "
               f"median of {meta['repeat']} × {meta['duration']} s ({meta['date']})",
-              panels, labels)
+              panels, labels, log=True)
 
 
 def main() -> None:

@@ -12,6 +12,17 @@
  * everything else (ARP, ICMP, ND, other ports) is XDP_PASSed to the kernel,
  * which keeps owning addresses, neighbours and routes.
  *
+ * Except the ICMP errors about our own segments (TCP-CHECKLIST 21): ICMPv4
+ * destination unreachable (fragmentation needed among them) and time
+ * exceeded, ICMPv6 destination unreachable, packet too big and time exceeded,
+ * whose quoted packet is TCP sent from the frame's destination address, from
+ * an (address, port) we own as above. They go to the AF_XDP socket too (the
+ * kernel has no socket for those flows), so that path MTU discovery works
+ * (RFC 1191, RFC 8201); the stack acts on one only if the sequence number it
+ * quotes is in flight (RFC 5927 §4.1). Echo, neighbour discovery and every
+ * other ICMP message stay with the kernel. Errors pass the source stages (2,
+ * 3) below like segments do.
+ *
  * The stages are parse -> classify -> protect -> redirect. Protection applies
  * only to traffic aimed at our flows (everything else is passed untouched) and
  * counts every decision in aioxdp_counter:
@@ -49,6 +60,10 @@
 #define IP_OFFSET 0x1fff
 #define IPV6_FRAG_OFFSET 0xfff8 /* RFC 8200 §4.5: the offset bits of offset/res/M */
 #define NEXTHDR_FRAGMENT 44
+#define ICMP_DEST_UNREACH 3 /* RFC 792 */
+#define ICMP_TIME_EXCEEDED 11
+#define ICMPV6_DEST_UNREACH 1 /* RFC 4443 §3 */
+#define ICMPV6_TIME_EXCEEDED 3 /* 2 between them: packet too big */
 #define TTL 64
 
 #define TCP_FLAGS_FIN 0x01
@@ -344,6 +359,65 @@ static __always_inline int bad_flags(__u8 flags)
 	return (flags & TCP_FLAGS_FIN) && !(flags & TCP_FLAGS_ACK);
 }
 
+/* Two aioxdp_endpoint addresses (IPv4 zero-padded) alike? */
+static __always_inline int same_address(const __u8 *a, const __u8 *b)
+{
+	__u64 a0, a1, b0, b1;
+
+	__builtin_memcpy(&a0, a, 8);
+	__builtin_memcpy(&a1, a + 8, 8);
+	__builtin_memcpy(&b0, b, 8);
+	__builtin_memcpy(&b1, b + 8, 8);
+	return a0 == b0 && a1 == b1;
+}
+
+/* Is this ICMP message (the cursor at its header) an error about one of our
+ * segments? RFC 792 and RFC 4443 §2.4 promise the quoted IP header and the
+ * first 8 bytes after it: TCP's ports and sequence number. The quote must be
+ * IP + TCP (no extension headers: the stack sends none; no later fragment),
+ * sent from the frame's destination address and from one of our (address,
+ * port) pairs, and lie within the outer IP length. */
+static __always_inline int icmp_error_ours(struct xdp_md *ctx, struct cursor *c,
+					   struct packet *pk, int l4)
+{
+	struct aioxdp_endpoint from = {};
+	__u8 *icmp = take(c, 8);
+	__be16 *ports;
+
+	if (!icmp)
+		return 0;
+	if (pk->dst.family == AIOXDP_FAMILY_IPV4) {
+		struct iphdr *ip;
+
+		if (l4 != IPPROTO_ICMP ||
+		    (icmp[0] != ICMP_DEST_UNREACH && icmp[0] != ICMP_TIME_EXCEEDED))
+			return 0;
+		ip = take(c, sizeof(*ip));
+		if (!ip || ip->version != 4 || ip->ihl < 5 || ip->protocol != IPPROTO_TCP ||
+		    (ip->frag_off & bpf_htons(IP_OFFSET)))
+			return 0;
+		if (ip->ihl > 5 && !take(c, (ip->ihl - 5) * 4))
+			return 0;
+		__builtin_memcpy(from.addr, &ip->saddr, 4);
+	} else {
+		struct ipv6hdr *ip6;
+
+		if (l4 != IPPROTO_ICMPV6 || icmp[0] < ICMPV6_DEST_UNREACH ||
+		    icmp[0] > ICMPV6_TIME_EXCEEDED)
+			return 0;
+		ip6 = take(c, sizeof(*ip6));
+		if (!ip6 || ip6->version != 6 || ip6->nexthdr != IPPROTO_TCP)
+			return 0;
+		__builtin_memcpy(from.addr, &ip6->saddr, 16);
+	}
+	ports = take(c, 8);
+	if (!ports || bad_length(ctx, pk, c->pos) || !same_address(from.addr, pk->dst.addr))
+		return 0;
+	from.family = pk->dst.family;
+	from.port = ports[0];
+	return is_ours(&from) != NOT_OURS;
+}
+
 /* ---- 2. and 3. sources -------------------------------------------------------- */
 
 /* The source as an LPM/bucket key: IPv4 mapped into IPv6 (RFC 4291 §2.5.5.2). */
@@ -393,6 +467,22 @@ static __always_inline int rate_limited(struct aioxdp_config *cfg, struct aioxdp
 		return 1;
 	*slot = tat + interval;
 	return 0;
+}
+
+/* Stages 2 and 3: returns XDP_DROP (counted) for a source denied, not
+ * allowed or above its rate, else -1. */
+static __always_inline int screen_source(struct packet *pk, struct aioxdp_config *cfg, __u64 now)
+{
+	struct aioxdp_lpm_key source;
+
+	source_key(pk, &source);
+	if (listed(&deny_list, &source))
+		return verdict(AIOXDP_CNT_DROP_DENIED, XDP_DROP);
+	if (cfg->allow_only && !listed(&allow_list, &source))
+		return verdict(AIOXDP_CNT_DROP_NOT_ALLOWED, XDP_DROP);
+	if (rate_limited(cfg, &source, now))
+		return verdict(AIOXDP_CNT_DROP_RATE_LIMITED, XDP_DROP);
+	return -1;
 }
 
 /* ---- 4. SYN cookies --------------------------------------------------------- */
@@ -763,20 +853,15 @@ static __always_inline int protect(struct xdp_md *ctx, struct packet *pk, enum o
 	__u32 zero = 0;
 	struct aioxdp_config *cfg = bpf_map_lookup_elem(&config, &zero);
 	struct aioxdp_syn_state *st = bpf_map_lookup_elem(&syn_state, &zero);
-	struct aioxdp_lpm_key source;
 	struct syn_info si = {};
 	__u64 now = bpf_ktime_get_ns();
 	int action;
 
 	if (!cfg || !st)
 		return -1;
-	source_key(pk, &source);
-	if (listed(&deny_list, &source))
-		return verdict(AIOXDP_CNT_DROP_DENIED, XDP_DROP);
-	if (cfg->allow_only && !listed(&allow_list, &source))
-		return verdict(AIOXDP_CNT_DROP_NOT_ALLOWED, XDP_DROP);
-	if (rate_limited(cfg, &source, now))
-		return verdict(AIOXDP_CNT_DROP_RATE_LIMITED, XDP_DROP);
+	action = screen_source(pk, cfg, now);
+	if (action >= 0)
+		return action;
 
 	flow_of(pk, &si.flow);
 	if ((flags & (TCP_FLAGS_SYN | TCP_FLAGS_ACK)) == TCP_FLAGS_SYN) {
@@ -812,6 +897,25 @@ static __always_inline int protect(struct xdp_md *ctx, struct packet *pk, enum o
 	return -1;
 }
 
+/* Stages 2 and 3 for an ICMP error about our flows (its source is a router,
+ * or the peer): an XDP action once decided, or -1 to redirect. */
+static __always_inline int protect_icmp(struct packet *pk)
+{
+	__u32 zero = 0;
+	struct aioxdp_config *cfg = bpf_map_lookup_elem(&config, &zero);
+
+	return cfg ? screen_source(pk, cfg, bpf_ktime_get_ns()) : -1;
+}
+
+/* To the AF_XDP socket of this queue, counted in `which`; passed (and
+ * counted) when the queue has none. */
+static __always_inline int redirect(struct xdp_md *ctx, enum aioxdp_counter which)
+{
+	if (bpf_redirect_map(&xsks_map, ctx->rx_queue_index, XDP_PASS) == XDP_REDIRECT)
+		return verdict(which, XDP_REDIRECT);
+	return verdict(AIOXDP_CNT_REDIRECT_NO_SOCKET, XDP_PASS);
+}
+
 SEC("xdp")
 int aioxdp_redirect(struct xdp_md *ctx)
 {
@@ -840,8 +944,14 @@ int aioxdp_redirect(struct xdp_md *ctx)
 	/* a later fragment carries no ports to judge it by: the kernel's */
 	if (pk.fragment == FRAG_LATER)
 		return verdict(AIOXDP_CNT_PASS_FRAGMENT, XDP_PASS);
-	if (l4 != IPPROTO_TCP)
+	if (l4 != IPPROTO_TCP) {
+		if ((l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6) && !pk.fragment &&
+		    icmp_error_ours(ctx, &c, &pk, l4)) {
+			action = protect_icmp(&pk);
+			return action >= 0 ? action : redirect(ctx, AIOXDP_CNT_REDIRECTED_ICMP);
+		}
 		return verdict(AIOXDP_CNT_PASS_NOT_TCP, XDP_PASS);
+	}
 
 	/* RFC 9293 §3.1: data offset counts 32-bit words, at least 5 */
 	tcp = take(&c, sizeof(*tcp));
@@ -870,9 +980,7 @@ int aioxdp_redirect(struct xdp_md *ctx)
 	if (action >= 0)
 		return action;
 
-	if (bpf_redirect_map(&xsks_map, ctx->rx_queue_index, XDP_PASS) == XDP_REDIRECT)
-		return verdict(AIOXDP_CNT_REDIRECTED, XDP_REDIRECT);
-	return verdict(AIOXDP_CNT_REDIRECT_NO_SOCKET, XDP_PASS);
+	return redirect(ctx, AIOXDP_CNT_REDIRECTED);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -34,7 +34,7 @@ struct aioxdp_port_range {
  * must follow this order. */
 enum aioxdp_counter {
 	AIOXDP_CNT_PASS_NOT_IP = 0, /* ARP, LLDP, anything but IPv4/IPv6 */
-	AIOXDP_CNT_PASS_NOT_TCP, /* ICMP, UDP, ND, IPv6 extension headers */
+	AIOXDP_CNT_PASS_NOT_TCP, /* UDP, ND, ICMP but our errors, IPv6 extension headers */
 	AIOXDP_CNT_PASS_FRAGMENT, /* fragments not aimed at us: left to the kernel */
 	AIOXDP_CNT_PASS_NOT_OURS, /* TCP for the kernel's own sockets */
 	AIOXDP_CNT_REDIRECTED, /* handed to the AF_XDP socket */
@@ -55,6 +55,9 @@ enum aioxdp_counter {
 	/* ACKs to a listener within 3 s of the last cookie sent (both redirected) */
 	AIOXDP_CNT_COOKIE_ACK_VALID, /* carrying a valid cookie */
 	AIOXDP_CNT_COOKIE_ACK_INVALID, /* not (maybe an established connection's) */
+	/* an ICMP error quoting one of our segments, handed to the AF_XDP socket
+	 * (not counted in AIOXDP_CNT_REDIRECTED) */
+	AIOXDP_CNT_REDIRECTED_ICMP,
 	AIOXDP_CNT_MAX,
 };
 

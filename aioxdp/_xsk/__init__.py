@@ -69,6 +69,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "syn_dropped",
     "cookie_ack_valid",
     "cookie_ack_invalid",
+    "redirected_icmp",
 )
 if len(COUNTER_NAMES) != lib.AIOXDP_CNT_MAX:
     raise ImportError("COUNTER_NAMES is out of step with enum aioxdp_counter (aioxdp_common.h)")
@@ -89,17 +90,18 @@ def checksum(data: bytes | bytearray | memoryview) -> int:
 
 
 def verify_checksums(frame: bytes | bytearray | memoryview) -> bool:
-    """True when an Ethernet frame's IPv4 header and TCP/UDP checksums verify.
+    """True when an Ethernet frame's IPv4 header and TCP/UDP/ICMP checksums verify.
 
     The same check ``XskSocket.recv`` applies; frames that are neither IPv4
-    nor IPv6, or carry neither TCP nor UDP, pass the L4 part unchecked.
+    nor IPv6, or carry none of TCP, UDP and ICMP (ICMPv4 over IPv4, ICMPv6
+    over IPv6), pass the L4 part unchecked.
     """
     buf = ffi.from_buffer(frame)
     return int(lib.axc_verify(buf, len(buf))) == lib.AXC_OK
 
 
 def fill_checksums(frame: bytearray | memoryview) -> None:
-    """Fill in an Ethernet frame's IPv4 header and TCP/UDP checksums in place,
+    """Fill in an Ethernet frame's IPv4 header and TCP/UDP/ICMP checksums in place,
     as ``XskSocket.send`` does for every frame it queues."""
     buf = ffi.from_buffer(frame, require_writable=True)
     lib.axc_fill(buf, len(buf))

@@ -38,6 +38,7 @@ enum aioxdp_counter {
     AIOXDP_CNT_SYN_DROPPED,
     AIOXDP_CNT_COOKIE_ACK_VALID,
     AIOXDP_CNT_COOKIE_ACK_INVALID,
+    AIOXDP_CNT_REDIRECTED_ICMP,
     AIOXDP_CNT_MAX,
 };
 struct aioxdp_endpoint {

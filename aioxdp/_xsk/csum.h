@@ -4,8 +4,10 @@
  * path, kept in C. Shared by the cffi extension (xsk.c) and the C baseline
  * benchmark (bench/c/xsk_bench.c), so both do exactly the same work.
  *
- * A frame is Ethernet (optionally one VLAN tag), then IPv4 or IPv6, then TCP
- * or UDP. Anything else is "not checksummed here" and is left alone.
+ * A frame is Ethernet (optionally one VLAN tag), then IPv4 or IPv6, then TCP,
+ * UDP or ICMP (ICMPv4 over IPv4, ICMPv6 over IPv6: the errors about our own
+ * segments that the XDP program hands over). Anything else is "not
+ * checksummed here" and is left alone.
  */
 #ifndef AIOXDP_CSUM_H
 #define AIOXDP_CSUM_H
@@ -20,6 +22,8 @@
 #define AXC_ETH_P_8021AD 0x88A8
 #define AXC_PROTO_TCP 6
 #define AXC_PROTO_UDP 17
+#define AXC_PROTO_ICMP 1
+#define AXC_PROTO_ICMPV6 58
 
 /* Result of axc_verify(). */
 enum axc_verdict {
@@ -114,7 +118,7 @@ static inline uint64_t axc_sum16(uint64_t sum, uint16_t v)
 struct axc_layout {
 	const uint8_t *l3; /* NULL when the frame is neither IPv4 nor IPv6 */
 	const uint8_t *l4;
-	uint32_t l4_len; /* TCP/UDP header and payload, from the IP length field */
+	uint32_t l4_len; /* TCP/UDP/ICMP header and payload, from the IP length field */
 	uint8_t proto; /* 0 when there is no L4 checksum to handle */
 	uint8_t ipv6;
 };
@@ -171,6 +175,8 @@ static inline int axc_parse(const uint8_t *f, uint32_t len, struct axc_layout *l
 	} else {
 		return AXC_OK;
 	}
+	if (l->proto == (l->ipv6 ? AXC_PROTO_ICMPV6 : AXC_PROTO_ICMP))
+		return l->l4_len < 8 ? AXC_MALFORMED : AXC_OK; /* the ICMP header */
 	if (l->proto != AXC_PROTO_TCP && l->proto != AXC_PROTO_UDP)
 		l->proto = 0;
 	else if (l->l4_len < (l->proto == AXC_PROTO_TCP ? 20u : 8u))
@@ -195,8 +201,21 @@ static inline uint64_t axc_pseudo(const struct axc_layout *l)
 	return sum;
 }
 
+/* Where the L4 checksum field is: RFC 9293 §3.1, RFC 768, RFC 792/4443. */
+static inline uint32_t axc_csum_offset(uint8_t proto)
+{
+	return proto == AXC_PROTO_TCP ? 16 : proto == AXC_PROTO_UDP ? 6 : 2;
+}
+
+/* The sum an L4 checksum starts from: the pseudo-header, except for ICMPv4,
+ * whose checksum covers the ICMP message alone (RFC 792). */
+static inline uint64_t axc_l4_start(const struct axc_layout *l)
+{
+	return l->proto == AXC_PROTO_ICMP ? 0 : axc_pseudo(l);
+}
+
 /* RFC 9293 MUST-2/3 and RFC 791: verify the IPv4 header checksum and the
- * TCP/UDP checksum of a received frame. */
+ * TCP/UDP/ICMP checksum of a received frame. */
 static inline int axc_verify(const uint8_t *f, uint32_t len)
 {
 	struct axc_layout l;
@@ -211,12 +230,12 @@ static inline int axc_verify(const uint8_t *f, uint32_t len)
 	/* RFC 768: a zero UDP checksum over IPv4 means "none sent" */
 	if (l.proto == AXC_PROTO_UDP && !l.ipv6 && axc_load16(l.l4 + 6) == 0)
 		return AXC_OK;
-	if (axc_fold(axc_sum(l.l4, l.l4_len, axc_pseudo(&l))) != 0)
+	if (axc_fold(axc_sum(l.l4, l.l4_len, axc_l4_start(&l))) != 0)
 		return AXC_BAD_CHECKSUM;
 	return AXC_OK;
 }
 
-/* Fills in the IPv4 header checksum and the TCP/UDP checksum of a frame
+/* Fills in the IPv4 header checksum and the TCP/UDP/ICMP checksum of a frame
  * about to be sent; whatever the checksum fields held is ignored. */
 static inline void axc_fill(uint8_t *f, uint32_t len)
 {
@@ -234,9 +253,9 @@ static inline void axc_fill(uint8_t *f, uint32_t len)
 	}
 	if (!l.proto)
 		return;
-	field = (uint8_t *)l.l4 + (l.proto == AXC_PROTO_TCP ? 16 : 6);
+	field = (uint8_t *)l.l4 + axc_csum_offset(l.proto);
 	axc_store16(field, 0);
-	c = axc_fold(axc_sum(l.l4, l.l4_len, axc_pseudo(&l)));
+	c = axc_fold(axc_sum(l.l4, l.l4_len, axc_l4_start(&l)));
 	/* RFC 768: a computed zero is sent as all ones */
 	if (c == 0 && l.proto == AXC_PROTO_UDP)
 		c = 0xffff;

@@ -507,7 +507,7 @@ void axsk_release(struct axsk *s)
 }
 
 /* Releases the previous batch, then takes up to `max` frames from the RX
- * ring. Frames with a bad IPv4 header, TCP or UDP checksum, or with headers
+ * ring. Frames with a bad IPv4 header, TCP, UDP or ICMP checksum, or with headers
  * longer than the frame, are dropped and counted; the others are described
  * by [spans[2i], spans[2i+1]) offsets into the UMEM and stay held until the
  * next recv or release. Returns the number of frames delivered. */

@@ -658,3 +658,83 @@ def test_recovery_stats_keep_closed_connections_counts() -> None:
     assert stats["timeouts"] == conn.timeouts >= 2
     assert stats["retransmits"] == conn.retransmits >= 2
     assert stats["srtt_median"] is None
+
+
+# --- ICMP errors (TCP-CHECKLIST 21, RFC 5927) ----------------------------------------------------
+
+def sending_connection(table: ConnectionTable, data: bytes = b"x" * 6000) -> tuple[Connection,
+                                                                                  list[Segment]]:
+    """An established connection (peer MSS 1460) with ``data`` in flight."""
+    table.listen(SERVER, 80)
+    handshake(table, mss=1460)
+    conn = table.connections[(SERVER, 80, CLIENT, 40000)]
+    events(table)
+    conn.send(data)
+    return conn, table.segments_to_send(now=0.01)
+
+
+def icmp(seq: int, kind: str = "frag-needed", mtu: int | None = 1280,
+         sport: int = 40000) -> wire.IcmpError:
+    return wire.IcmpError(SERVER, 80, CLIENT, sport, seq & sq.MASK, kind, mtu)
+
+
+def test_icmp_fragmentation_needed_lowers_the_mss_and_resends() -> None:
+    table = make_table()
+    conn, sent = sending_connection(table)
+    assert conn.mss == 1460 and max(len(s.payload) for s in sent) == 1460
+    table.receive_icmp(icmp(sent[1].seq), now=0.02)  # RFC 1191: 1280 - 40 bytes of headers
+    assert conn.mss == 1240 and table.stats["icmp-path-mtu"] == 1
+    resent = table.segments_to_send(now=0.02)
+    assert resent[0].seq == sent[0].seq  # from SND.UNA, in segments that fit
+    assert max(len(s.payload) for s in resent) == 1240
+    assert conn.state is State.ESTABLISHED
+
+
+def test_icmp_error_quoting_a_sequence_number_not_in_flight_is_ignored() -> None:
+    table = make_table()
+    conn, sent = sending_connection(table)
+    end = sent[-1].seq + len(sent[-1].payload)
+    for seq in (end, end + 100_000, sent[0].seq - 1):  # not sent yet / never / acknowledged
+        table.receive_icmp(icmp(seq, mtu=600), now=0.02)
+        table.receive_icmp(icmp(seq, "unreachable", None), now=0.02)
+    assert table.stats["icmp-not-in-flight"] == 6
+    assert conn.mss == 1460 and table.segments_to_send(now=0.02) == []
+
+
+def test_icmp_error_for_no_connection_is_counted() -> None:
+    table = make_table()
+    _conn, sent = sending_connection(table)
+    table.receive_icmp(icmp(sent[0].seq, sport=40001), now=0.02)
+    assert table.stats["icmp-no-connection"] == 1
+
+
+@pytest.mark.parametrize(("local", "remote", "mtu", "mss"), [
+    (SERVER, CLIENT, 68, 536),  # RFC 791's minimum: clamped to 576 - 40
+    (SERVER, CLIENT, 0, 536),  # no MTU (pre-RFC 1191 router)
+    (bytes(15) + b"\x01", bytes(15) + b"\x02", 1000, 1220),  # IPv6: never below 1280 - 60
+])
+def test_icmp_path_mtu_is_clamped_to_a_floor(local: bytes, remote: bytes, mtu: int,
+                                             mss: int) -> None:
+    table = make_table()
+    table.listen(ANY, 80)
+    table.receive(seg(SYN, src=remote, dst=local, mss=1460), now=0.0)
+    (synack,) = table.segments_to_send(now=0.0)
+    table.receive(seg(ACK, PEER_ISS + 1, synack.seq + 1, src=remote, dst=local), now=0.0)
+    conn = table.connections[(local, 80, remote, 40000)]
+    conn.send(b"y" * 3000)
+    sent = table.segments_to_send(now=0.01)
+    kind = "packet-too-big" if len(local) == 16 else "frag-needed"
+    table.receive_icmp(wire.IcmpError(local, 80, remote, 40000, sent[0].seq, kind, mtu), now=0.02)
+    assert conn.mss == mss
+    assert table.stats["icmp-mtu-clamped"] == 1 and table.stats["icmp-path-mtu"] == 1
+
+
+def test_icmp_unreachable_is_a_soft_error() -> None:
+    """RFC 1122 §4.2.3.9: a destination unreachable does not abort a connection."""
+    table = make_table()
+    conn, sent = sending_connection(table)
+    table.receive_icmp(icmp(sent[0].seq, "unreachable", None), now=0.02)
+    table.receive_icmp(icmp(sent[0].seq, "time-exceeded", None), now=0.02)
+    assert table.stats["icmp-soft-error"] == 2
+    assert conn.state is State.ESTABLISHED and conn.mss == 1460
+    assert [type(e) for e in events(table)] == []

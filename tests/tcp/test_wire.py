@@ -522,3 +522,126 @@ def test_parse_and_rebuild_a_linux_syn(topology, family: int) -> None:  # type: 
     assert rebuilt[14 + ip_len:] == frame[14 + ip_len:]
     if family == socket.AF_INET6:  # all but Linux's flow label (RFC 6437)
         assert rebuilt[:15] + rebuilt[18:] == frame[:15] + frame[18:]
+
+
+# --- ICMP errors about our segments (RFC 792, RFC 4443, RFC 5927) ------------------------------
+
+ROUTER4 = bytes([198, 18, 0, 254])
+ROUTER6 = bytes.fromhex("200100020000000000000000000000fe")
+
+
+def our_segment(v6: bool, seq: int = 7777) -> Segment:
+    """A segment we sent: server port 8080 to the client's 40000."""
+    src, dst = (SERVER6, CLIENT6) if v6 else (SERVER4, CLIENT4)
+    return Segment(src, dst, 8080, 40000, seq, 1, ACK, 512, b"d" * 1400, ts=(1, 2))
+
+
+def icmp_error_frame(v6: bool, icmp_type: int, code: int = 0, rest: int = 0, *,
+                     quote: bytes | None = None, quoted_len: int = 548, vlan: int | None = None,
+                     router: bytes | None = None) -> bytes:
+    """An ICMP error from a router to us, quoting ``quote`` (default: the IP packet of
+    ``our_segment``, cut to ``quoted_len`` bytes as a router cuts it), checksums right."""
+    if quote is None:
+        quote = wire.build_frame(our_segment(v6), src_mac=DST_MAC, dst_mac=SRC_MAC)[14:]
+    quote = quote[:quoted_len]
+    message = bytearray(struct.pack("!BBHI", icmp_type, code, 0, rest) + quote)
+    if v6:
+        src = ROUTER6 if router is None else router
+        pseudo = src + SERVER6 + struct.pack("!I3xB", len(message), 58)
+        message[2:4] = struct.pack("!H", ref_checksum(pseudo + bytes(message)))
+        return ethernet(ipv6_packet(src, SERVER6, bytes(message), nexthdr=58), 0x86DD,
+                        vlan=vlan)
+    message[2:4] = struct.pack("!H", ref_checksum(bytes(message)))
+    src = ROUTER4 if router is None else router
+    return ethernet(ipv4_packet(src, SERVER4, bytes(message), proto=1, frag=0), 0x0800,
+                    vlan=vlan)
+
+
+def icmp_dropped(frame: bytes, **kw: object) -> Counter[str]:
+    drops: Counter[str] = Counter()
+    assert wire.parse_icmp_error(frame, drops=drops, **kw) is None  # type: ignore[arg-type]
+    assert sum(drops.values()) == 1
+    return drops
+
+
+@pytest.mark.parametrize(("v6", "icmp_type", "code", "rest", "kind", "mtu"), [
+    (False, 3, 4, 1280, "frag-needed", 1280),  # RFC 1191 §4: MTU in the low 16 bits
+    (False, 3, 4, 0, "frag-needed", 0),  # a router older than RFC 1191
+    (False, 3, 3, 0, "unreachable", None),
+    (False, 3, 1, 0, "unreachable", None),
+    (False, 11, 0, 0, "time-exceeded", None),
+    (True, 2, 0, 1280, "packet-too-big", 1280),  # RFC 4443 §3.2: a 32-bit MTU
+    (True, 1, 4, 0, "unreachable", None),
+    (True, 3, 0, 0, "time-exceeded", None),
+])
+def test_icmp_error_names_our_connection(v6: bool, icmp_type: int, code: int, rest: int,
+                                         kind: str, mtu: int | None) -> None:
+    ours = our_segment(v6)
+    for vlan in (None, 7):
+        err = wire.parse_icmp_error(icmp_error_frame(v6, icmp_type, code, rest, vlan=vlan))
+        assert err == wire.IcmpError(ours.src, 8080, ours.dst, 40000, 7777, kind, mtu)
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_icmp_error_needs_only_eight_bytes_of_tcp(v6: bool) -> None:
+    quoted_len = (40 if v6 else 20) + 8
+    err = wire.parse_icmp_error(icmp_error_frame(v6, 2 if v6 else 3, 0 if v6 else 4, 1300,
+                                                 quoted_len=quoted_len))
+    assert err is not None and err.seq == 7777 and err.mtu == 1300
+    # one byte less and the sequence number is cut: a counted drop
+    assert icmp_dropped(icmp_error_frame(v6, 2 if v6 else 3, 0 if v6 else 4, 1300,
+                                         quoted_len=quoted_len - 1)) == {"truncated": 1}
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_every_cut_of_an_icmp_error_is_a_counted_drop(v6: bool) -> None:
+    frame = icmp_error_frame(v6, 2 if v6 else 3, 0 if v6 else 4, 1280)
+    for n in range(len(frame)):
+        icmp_dropped(frame[:n])  # the IP length claims more than is left
+    # a frame cut together with its IP length (a shorter quote) still parses down to 8
+    # bytes of TCP; below that it is a counted drop, never an exception
+    ip_hlen = 40 if v6 else 20
+    for quoted in range(0, ip_hlen + 8):
+        icmp_dropped(icmp_error_frame(v6, 2 if v6 else 3, 0 if v6 else 4, 1280,
+                                      quoted_len=quoted))
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_icmp_checksum_is_verified_when_asked(v6: bool) -> None:
+    frame = bytearray(icmp_error_frame(v6, 2 if v6 else 3, 0 if v6 else 4, 1280))
+    frame[-1] ^= 0x40  # a byte of the quote
+    assert icmp_dropped(bytes(frame)) == {"bad-checksum": 1}
+    assert wire.parse_icmp_error(frame, verify_checksum=False) is not None
+
+
+def test_ipv4_header_checksum_of_an_icmp_error_is_verified() -> None:
+    frame = bytearray(icmp_error_frame(False, 3, 4, 1280))
+    frame[14 + 8] ^= 1  # TTL
+    assert icmp_dropped(bytes(frame)) == {"bad-ip-checksum": 1}
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_other_icmp_and_other_quotes_are_not_ours(v6: bool) -> None:
+    echo = 128 if v6 else 8
+    assert icmp_dropped(icmp_error_frame(v6, echo)) == {"not-icmp-error": 1}
+    assert icmp_dropped(tcp4_frame()) == {"not-icmp": 1}
+    # a quote of a packet another host sent (its source is not the error's destination)
+    other = Segment(CLIENT6 if v6 else CLIENT4, SERVER6 if v6 else SERVER4, 1, 2, 3, 4, ACK, 5)
+    quote = wire.build_frame(other, src_mac=SRC_MAC, dst_mac=DST_MAC)[14:]
+    assert icmp_dropped(icmp_error_frame(v6, 1 if v6 else 3, 3, quote=quote)) == {"bad-quote": 1}
+    # a quoted UDP datagram
+    udp = bytearray(wire.build_frame(our_segment(v6), src_mac=SRC_MAC, dst_mac=DST_MAC)[14:])
+    udp[6 if v6 else 9] = 17
+    assert icmp_dropped(icmp_error_frame(v6, 1 if v6 else 3, 3, quote=bytes(udp))) == \
+        {"bad-quote": 1}
+
+
+def test_icmp_errors_in_fragments_are_dropped() -> None:
+    frame = bytearray(icmp_error_frame(False, 3, 4, 1280))
+    frame[14 + 6] = 0x20  # more fragments
+    assert icmp_dropped(bytes(frame), verify_checksum=False) == {"fragment": 1}
+    # a quoted later fragment carries no TCP header
+    quote = bytearray(wire.build_frame(our_segment(False), src_mac=SRC_MAC, dst_mac=DST_MAC)[14:])
+    quote[7] = 1
+    assert icmp_dropped(icmp_error_frame(False, 3, 4, 1280, quote=bytes(quote))) == \
+        {"bad-quote": 1}

@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 from aioxdp.tcp import wire
 from aioxdp.tcp.segment import Segment
 
-from .test_wire import CLIENT4, CLIENT6, DST_MAC, SERVER4, SERVER6, SRC_MAC, seg_fields
+from .test_wire import (
+    CLIENT4,
+    CLIENT6,
+    DST_MAC,
+    SERVER4,
+    SERVER6,
+    SRC_MAC,
+    icmp_error_frame,
+    seg_fields,
+)
 
 u32 = st.integers(0, 0xFFFFFFFF)
 u16 = st.integers(0, 0xFFFF)
@@ -157,3 +166,46 @@ def test_inserted_or_deleted_bytes_parse_consistently_or_drop(seg: Segment, pos:
         back = wire.parse_frame(damaged, verify_checksum=False)
         if back is not None:
             assert_consistent(back, damaged)
+
+
+# --- ICMP errors (TCP-CHECKLIST 21): spoofable, so the parser must hold against anything ------
+
+icmp_errors = st.sampled_from([(False, 3, 4, 1280), (False, 3, 3, 0), (False, 11, 0, 0),
+                               (True, 2, 0, 1280), (True, 1, 4, 0), (True, 3, 0, 0)])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200), st.booleans())
+def test_arbitrary_bytes_never_raise_as_icmp(data: bytes, verify: bool) -> None:
+    err = wire.parse_icmp_error(data, verify_checksum=verify)
+    assert err is None or isinstance(err, wire.IcmpError)
+
+
+@settings(max_examples=300, deadline=None)
+@given(icmp_errors, st.integers(0, 600), st.lists(mutation, max_size=4), st.integers(0, 700))
+def test_mutated_icmp_errors_parse_consistently_or_drop(
+        error: tuple[bool, int, int, int], quoted_len: int, flips: list[tuple[int, int]],
+        cut: int) -> None:
+    v6, icmp_type, code, rest = error
+    frame = bytearray(icmp_error_frame(v6, icmp_type, code, rest, quoted_len=quoted_len))
+    for pos, xor in flips:
+        frame[pos % len(frame)] ^= xor
+    damaged = bytes(frame[:len(frame) - cut % len(frame)])
+    err = wire.parse_icmp_error(damaged, verify_checksum=False)
+    if err is not None:
+        # what it names is what the bytes say: the quote's source is the frame's destination
+        dst = damaged[38:54] if v6 else damaged[30:34]
+        assert err.local_addr == dst and len(err.remote_addr) == len(dst)
+        assert 0 <= err.seq <= 0xFFFFFFFF and (err.mtu is None) == (err.kind in (
+            "unreachable", "time-exceeded"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(icmp_errors, st.integers(0, 10_000), st.integers(1, 255))
+def test_single_byte_damage_to_an_icmp_error_is_caught_by_checksum(
+        error: tuple[bool, int, int, int], pos: int, xor: int) -> None:
+    v6, icmp_type, code, rest = error
+    frame = bytearray(icmp_error_frame(v6, icmp_type, code, rest))
+    i = 54 if v6 else 34  # the ICMP message
+    frame[i + pos % (len(frame) - i)] ^= xor
+    assert wire.parse_icmp_error(bytes(frame)) is None
