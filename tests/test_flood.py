@@ -20,6 +20,8 @@ import pytest
 
 from aioxdp.topology import Topology
 
+from .test_xsk import ref_checksum
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from flood import Flood, link_mac  # noqa: E402
@@ -36,14 +38,6 @@ def rx_packets(topo: Topology) -> int:
                          f"/sys/class/net/{topo.server_if}/statistics/rx_packets").stdout)
 
 
-def checksum(data: bytes) -> int:
-    """RFC 1071: 0 when ``data`` includes a correct checksum field."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def tcp_options(tcp: bytes) -> dict[int, bytes]:
@@ -144,7 +138,7 @@ def test_frames_are_valid_and_spoof_only_inside_the_prefix(topology: Topology, k
         assert struct.unpack("!H", frame[12:14])[0] == ETH_P_IP
         ip = frame[14:]
         assert ip[0] == 0x45 and ip[9] == socket.IPPROTO_TCP
-        assert checksum(ip[:20]) == 0
+        assert ref_checksum(ip[:20]) == 0
         total = struct.unpack("!H", ip[2:4])[0]
         source = ipaddress.ip_address(ip[12:16])
         assert source in prefix and source in ipaddress.ip_network("198.18.0.0/15")
@@ -152,7 +146,7 @@ def test_frames_are_valid_and_spoof_only_inside_the_prefix(topology: Topology, k
         sources.add(source)
         tcp = ip[20:total]
         pseudo = ip[12:20] + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
-        assert checksum(pseudo + tcp) == 0
+        assert ref_checksum(pseudo + tcp) == 0
         segments.append(tcp)
         assert struct.unpack("!H", tcp[2:4])[0] == PORT
         if kind == "junk":

@@ -159,20 +159,26 @@ def parse_frame(
     single bytes are read by index).
     """
     n = len(frame)
-    if n < ETH_HLEN:
-        return _drop(drops, "truncated")
-    (ethertype,) = _ETHERTYPE.unpack_from(frame, 12)
-    off = ETH_HLEN
-    if ethertype == ETH_P_8021Q:
-        if n < ETH_HLEN + VLAN_HLEN:
-            return _drop(drops, "truncated")
-        (ethertype,) = _ETHERTYPE.unpack_from(frame, 16)
-        off += VLAN_HLEN
+    ethertype, off = _link_header(frame, n)
     if ethertype == ETH_P_IP:
         return _parse_ipv4(frame, off, n, verify_checksum, drops)
     if ethertype == ETH_P_IPV6:
         return _parse_ipv6(frame, off, n, verify_checksum, drops)
-    return _drop(drops, "not-ip")
+    return _drop(drops, "truncated" if ethertype < 0 else "not-ip")
+
+
+def _link_header(frame: bytes | bytearray | memoryview, n: int) -> tuple[int, int]:
+    """(EtherType, offset of the network header) of an Ethernet II frame with at
+    most one 802.1Q tag; (-1, 0) when the frame is too short for its link header."""
+    if n < ETH_HLEN:
+        return -1, 0
+    (ethertype,) = _ETHERTYPE.unpack_from(frame, 12)
+    if ethertype != ETH_P_8021Q:
+        return ethertype, ETH_HLEN
+    if n < ETH_HLEN + VLAN_HLEN:
+        return -1, 0
+    (ethertype,) = _ETHERTYPE.unpack_from(frame, 16)
+    return ethertype, ETH_HLEN + VLAN_HLEN
 
 
 def parse_ip(
@@ -374,20 +380,12 @@ def parse_icmp_error(
     follow the fixed header (the XDP program hands over nothing else).
     """
     n = len(frame)
-    if n < ETH_HLEN:
-        return _drop_icmp(drops, "truncated")
-    (ethertype,) = _ETHERTYPE.unpack_from(frame, 12)
-    off = ETH_HLEN
-    if ethertype == ETH_P_8021Q:
-        if n < ETH_HLEN + VLAN_HLEN:
-            return _drop_icmp(drops, "truncated")
-        (ethertype,) = _ETHERTYPE.unpack_from(frame, 16)
-        off += VLAN_HLEN
+    ethertype, off = _link_header(frame, n)
     if ethertype == ETH_P_IP:
         return _parse_icmp4(frame, off, n, verify_checksum, drops)
     if ethertype == ETH_P_IPV6:
         return _parse_icmp6(frame, off, n, verify_checksum, drops)
-    return _drop_icmp(drops, "not-ip")
+    return _drop_icmp(drops, "truncated" if ethertype < 0 else "not-ip")
 
 
 def _parse_icmp4(buf: bytes | bytearray | memoryview, off: int, n: int, verify: bool,
