@@ -77,7 +77,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "(HOST defaults to 0.0.0.0)")
     parser.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="how long requests in progress may finish on SIGINT/SIGTERM")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
+    parser.add_argument("--workers", type=_count, default=1, metavar="N",
                         help="processes, one per RX queue 0..N-1, each with its own stack "
                              "(needs N queues; on veth, --mode native)")
 
