@@ -82,7 +82,10 @@ async def serve(kind: str, host: str, port: int, max_seconds: float) -> dict[str
     report: dict[str, object] = {"bypass": False}
     stack = getattr(loop, "xdp_stack", None)  # only aioxdp's loops have one
     if stack is not None:
-        report = {"bypass": True, "counters": stack.program.counters()}
+        # the socket's own statistics too: frames dropped at a full RX ring
+        # (rx_ring_full, rx_dropped) never show in the XDP verdict counters
+        report = {"bypass": True, "counters": stack.program.counters(),
+                  "xsk": stack.xsk.stats(), "tcp": stack.table.recovery_stats()}
     # wait_closed() waits for every connection: a client that vanished must not hold us
     try:
         await asyncio.wait_for(stop(), 2.0)
