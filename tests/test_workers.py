@@ -11,7 +11,6 @@ in the client namespace.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from aioxdp import statsserver
 from aioxdp.settings import port_share
 from aioxdp.topology import Topology
 from aioxdp.workers import worker_table
@@ -90,15 +90,10 @@ class Workers:
 
     def stats(self, queue: int) -> dict[str, object] | None:
         """Worker ``queue``'s stats snapshot, None while nothing answers."""
-        path = self.run_dir / f"{self.topo.server_if}-{queue}.sock"
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2.0)
-            try:
-                sock.connect(str(path))
-            except OSError:
-                return None
-            data = b"".join(iter(lambda: sock.recv(65536), b""))
-        snapshot: dict[str, object] = json.loads(data)
+        try:
+            snapshot = statsserver.query(self.run_dir / f"{self.topo.server_if}-{queue}.sock")
+        except OSError:
+            return None
         return snapshot if snapshot.get("running") else None
 
     def wait_serving(self, queue: int, not_pid: int | None = None) -> int:
