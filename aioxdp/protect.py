@@ -1,5 +1,6 @@
 """Run-time control of the XDP program's protection stage: allow/deny lists,
-per-source rate limits and SYN cookies answered in the kernel.
+per-source rate limits, SYN cookies answered in the kernel and the budget of
+segments that belong to no connection.
 
 The rules live in the program's BPF maps (bpf/aioxdp.bpf.c), so they change
 while the server runs, without touching established connections, and from any
@@ -13,7 +14,16 @@ process on the host:
 
 Rules apply only to traffic aimed at the stack's own flows; everything else is
 the kernel's and passes untouched. Order in the program: malformed, deny list,
-allow list (allow-only mode), rate limit, SYN cookies.
+allow list (allow-only mode), rate limit, SYN cookies, established flows.
+
+Established flows: the stack enters every connection it accepts from a
+listener in the program's ``flows`` map (``XdpProgram.add_flows``), so any
+other segment to a listener port, one of no such connection that carries no
+valid SYN cookie, is an "unknown flow": an ACK flood from spoofed sources, or
+a stray of a connection already gone. Those reach the stack only within a
+budget (``unknown_flow_rate``; 1000/s per CPU from load, like kernels' rate
+limits on the RSTs and ICMP errors such segments provoke), the others are
+dropped in XDP and counted (``dropped_unknown_flow``).
 
 A SYN cookie is answered with XDP_TX. On veth in native mode the kernel hands
 XDP_TX frames only to a peer running NAPI (an XDP program or GRO there); SKB
@@ -56,6 +66,11 @@ _MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, RFC 4291 §2.5.5.2
 _KEY = struct.Struct("<QQ")  # a SipHash key as cookies.py reads it
 NS = 1_000_000_000
 WINDOW_PER_SECOND = NS / lib.AIOXDP_SYN_WINDOW_NS
+# The unknown-flow budget a loaded program starts with, per CPU: Linux's global ICMP
+# error limit (net.ipv4.icmp_msgs_per_sec 1000, icmp_msgs_burst 50); FreeBSD limits its
+# RSTs to closed ports at 200/s (net.inet.icmp.icmplim).
+DEFAULT_UNKNOWN_FLOW_PPS = 1000.0
+UNKNOWN_FLOW_BURST_SECONDS = 0.05  # the default burst: 50 ms worth, as 50 per 1000/s
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,8 @@ class ProtectionSettings:
     rate_burst: int
     syn_cookie_threshold_pps: int | None  # None: off, 0: always
     syn_cookies_active: bool  # is the program answering SYNs with cookies right now?
+    unknown_flow_pps: float | None  # per CPU; None: no budget (all pass), 0: all dropped
+    unknown_flow_burst: int
 
 
 def _key(prefix: str) -> object:
@@ -97,6 +114,15 @@ def _prefix(key: object) -> str:
     if plen >= 96 and addr.startswith(_MAPPED):
         return str(ipaddress.ip_network((addr[12:], plen - 96)))
     return str(ipaddress.ip_network((addr, plen)))
+
+
+def _bucket(pps: float, burst: int) -> tuple[int, int]:
+    """(interval, burst) in ns of a GCRA token bucket: ``pps`` packets per second after
+    ``burst`` packets at once (bpf/aioxdp.bpf.c gcra_take)."""
+    if burst < 1:
+        raise ValueError("burst must be >= 1")
+    interval = max(1, round(NS / pps))
+    return interval, (burst - 1) * interval
 
 
 def _check(ret: int, what: str) -> None:
@@ -185,13 +211,39 @@ class Protection:
         if pps == 0:
             cfg.rate_interval_ns = cfg.rate_burst_ns = 0  # type: ignore[attr-defined]
         else:
-            burst = max(1, math.ceil(pps)) if burst is None else burst
-            if burst < 1:
-                raise ValueError("burst must be >= 1")
-            interval = max(1, round(NS / pps))
+            interval, burst_ns = _bucket(pps, max(1, math.ceil(pps)) if burst is None else burst)
             cfg.rate_interval_ns = interval  # type: ignore[attr-defined]
-            cfg.rate_burst_ns = (burst - 1) * interval  # type: ignore[attr-defined]
+            cfg.rate_burst_ns = burst_ns  # type: ignore[attr-defined]
         self._write(cfg)
+
+    def unknown_flow_rate(self, pps: float | None, burst: int | None = None) -> None:
+        """Let at most ``pps`` unknown-flow segments per second through to the stack on
+        each CPU, after a burst of ``burst`` (default: 50 ms worth, at least 1); XDP drops
+        the others. Unknown flows are segments to a listener port of no connection in the
+        ``flows`` map that carry no valid SYN cookie (see the module docstring). 0: drop
+        them all (the stack then never answers strays with RST); None: no budget, all reach
+        the stack."""
+        cfg = self._config()
+        if pps is None:
+            cfg.unknown_flows = lib.AIOXDP_UNKNOWN_PASS  # type: ignore[attr-defined]
+        elif pps < 0:
+            raise ValueError("pps must be >= 0 or None")
+        elif pps == 0:
+            cfg.unknown_flows = lib.AIOXDP_UNKNOWN_DROP  # type: ignore[attr-defined]
+        else:
+            if burst is None:
+                burst = max(1, math.ceil(pps * UNKNOWN_FLOW_BURST_SECONDS))
+            interval, burst_ns = _bucket(pps, burst)
+            cfg.unknown_flows = lib.AIOXDP_UNKNOWN_BUDGET  # type: ignore[attr-defined]
+            cfg.unknown_interval_ns = interval  # type: ignore[attr-defined]
+            cfg.unknown_burst_ns = burst_ns  # type: ignore[attr-defined]
+        self._write(cfg)
+
+    def set_defaults(self) -> None:
+        """What ``XdpProgram.load`` applies to a new program, whose config starts all zero
+        (no protection): the unknown-flow budget (DEFAULT_UNKNOWN_FLOW_PPS), so that a
+        spoofed ACK flood reaches the stack only if someone lets it."""
+        self.unknown_flow_rate(DEFAULT_UNKNOWN_FLOW_PPS)
 
     def syn_cookies(self, threshold_pps: int | None) -> None:
         """Answer SYNs to our listeners with SYN cookies from XDP while more than
@@ -214,12 +266,19 @@ class Protection:
         threshold = None
         if cfg.syn_cookies == lib.AIOXDP_SYNCOOKIES_ON:  # type: ignore[attr-defined]
             threshold = round(int(cfg.syn_threshold) * WINDOW_PER_SECOND)  # type: ignore[attr-defined]
+        unknown = int(cfg.unknown_flows)  # type: ignore[attr-defined]
+        unknown_interval = int(cfg.unknown_interval_ns)  # type: ignore[attr-defined]
+        budget = unknown == lib.AIOXDP_UNKNOWN_BUDGET and unknown_interval
         return ProtectionSettings(
             allow_only=bool(cfg.allow_only),  # type: ignore[attr-defined]
             rate_pps=NS / interval if interval else 0.0,
             rate_burst=int(cfg.rate_burst_ns) // interval + 1 if interval else 0,  # type: ignore[attr-defined]
             syn_cookie_threshold_pps=threshold,
             syn_cookies_active=threshold is not None and self._cookies_active(),
+            unknown_flow_pps=(None if unknown == lib.AIOXDP_UNKNOWN_PASS
+                              else NS / unknown_interval if budget else 0.0),
+            unknown_flow_burst=(int(cfg.unknown_burst_ns) // unknown_interval + 1  # type: ignore[attr-defined]
+                                if budget else 0),
         )
 
     def _cookies_active(self) -> bool:

@@ -53,6 +53,11 @@ def _rate(text: str) -> float:
     return value
 
 
+def _budget(text: str) -> float | None:
+    """off -> None (no budget), else segments per second (0: drop all)."""
+    return None if text == "off" else _rate(text)
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``filter ACTION ... --interface IF`` to a parser's subcommands."""
     common = argparse.ArgumentParser(add_help=False)
@@ -60,9 +65,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="the interface the aioxdp server runs on")
     parser = subparsers.add_parser(
         "filter", help="XDP protection rules of a running server",
-        description="Allow/deny lists, per-source rate limits and in-kernel SYN cookies of "
-                    "the aioxdp XDP program on an interface, changed while it runs. Rules "
-                    "apply only to traffic for the server's own ports.")
+        description="Allow/deny lists, per-source rate limits, in-kernel SYN cookies and the "
+                    "budget of segments of unknown flows of the aioxdp XDP program on an "
+                    "interface, changed while it runs. Rules apply only to traffic for the "
+                    "server's own ports.")
     actions = parser.add_subparsers(dest="filter_action", required=True, metavar="ACTION")
     for name, help_text in (("deny", "drop everything from these prefixes"),
                             ("allow", "let these prefixes through in allow-only mode"),
@@ -84,6 +90,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     syn = actions.add_parser("syn-cookies", parents=[common],
                              help="answer SYNs with cookies in XDP above a SYN rate")
     syn.add_argument("threshold", type=_threshold, metavar="off|always|SYNS_PER_SECOND")
+    unknown = actions.add_parser(
+        "unknown-rate", parents=[common],
+        help="segments per second per CPU to listener ports of no connection (0: drop all, "
+             "off: no limit)")
+    unknown.add_argument("pps", type=_budget, metavar="PPS|off")
+    unknown.add_argument("--burst", type=int, metavar="N",
+                         help="segments let through at once (default: 50 ms worth)")
     parser.set_defaults(handler=run)
 
 
@@ -104,8 +117,12 @@ def _print_listing(protection: Protection, as_json: bool) -> None:
                else f"above {threshold} SYN/s")
     rate = (f"{settings.rate_pps:g} pps, burst {settings.rate_burst}" if settings.rate_pps
             else "off")
+    budget = settings.unknown_flow_pps
+    unknown = ("off" if budget is None else "all dropped" if budget == 0
+               else f"{budget:g}/s per CPU, burst {settings.unknown_flow_burst}")
     print(f"allow-only: {'on' if settings.allow_only else 'off'}; rate limit: {rate}; "
-          f"SYN cookies: {cookies}{' (active)' if settings.syn_cookies_active else ''}")
+          f"SYN cookies: {cookies}{' (active)' if settings.syn_cookies_active else ''}; "
+          f"unknown flows: {unknown}")
     width = max(map(len, counters))
     for name, value in counters.items():
         print(f"  {name:<{width}} {value}")
@@ -141,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
                 protection.rate_limit(args.pps, args.burst)
             elif action == "syn-cookies":
                 protection.syn_cookies(args.threshold)
+            elif action == "unknown-rate":
+                protection.unknown_flow_rate(args.pps, args.burst)
         except ValueError as exc:  # a bad prefix or burst
             print(f"aioxdp filter: {exc}", file=sys.stderr)
             return 2

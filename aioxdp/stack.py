@@ -9,7 +9,10 @@ This is the one place where bytes, time and the loop meet the sans-IO core:
 
 Linux keeps owning the interface: its addresses, routes and neighbours are
 read through netlink (``kernel.py``); the XDP program passes everything that
-is not one of our flows to the kernel.
+is not one of our flows to the kernel. The connections the table accepts from
+listeners are mirrored into the program's ``flows`` map before anything
+answering them leaves, so that XDP can drop segments of no connection
+(spoofed ACK floods) beyond a budget (aioxdp/protect.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from . import kernel
 from ._xsk import XdpProgram, XskSocket
 from .settings import Settings
 from .tcp import wire
-from .tcp.connection import Connection
+from .tcp.connection import Connection, State
 from .tcp.events import (
     ConnectionClosed,
     ConnectionEstablished,
@@ -38,11 +41,57 @@ from .transport import XdpServer, XdpTransport
 from .workers import PortRelay
 
 if TYPE_CHECKING:
+    from .tcp.segment import Segment
     from .tcp.table import Listener
 
 logger = logging.getLogger("aioxdp")
 
 MAX_FRAME = 2048
+# Next-hop MACs remembered (NextHopMacs): a spoofed-source flood adds one per source.
+MAX_MACS = 65536
+# Addresses whose next-hop MAC is being asked of the kernel at once (NetStack._no_mac).
+MAX_RESOLVING = 64
+
+
+class NextHopMacs:
+    """Remote address -> MAC of the hop its frames came from, where replies go back.
+
+    Bounded, because every frame from a new source adds an entry, and a flood of
+    spoofed sources brings millions: two generations of at most ``limit // 2``
+    entries each. Lookups try ``recent``, then ``older``, whose hits move to
+    ``recent``; when ``recent`` is full it becomes ``older`` and the previous
+    ``older`` is dropped whole. An address in use (sent to, or heard from) once
+    per generation keeps its entry, and every operation is O(1) (unlike a dict
+    used as a FIFO, whose oldest entry is found by scanning past deleted slots).
+    """
+
+    __slots__ = ("half", "recent", "older")
+
+    def __init__(self, limit: int) -> None:
+        self.half = max(1, limit // 2)
+        self.recent: dict[bytes, bytes] = {}
+        self.older: dict[bytes, bytes] = {}
+
+    def get(self, addr: bytes) -> bytes | None:
+        mac = self.recent.get(addr)
+        if mac is None:
+            mac = self.older.pop(addr, None)
+            if mac is not None:
+                self._put(addr, mac)
+        return mac
+
+    def learn(self, addr: bytes, mac: bytes) -> None:
+        self.older.pop(addr, None)
+        self._put(addr, mac)
+
+    def _put(self, addr: bytes, mac: bytes) -> None:
+        if len(self.recent) >= self.half:
+            self.older = self.recent
+            self.recent = {}
+        self.recent[addr] = mac
+
+    def __len__(self) -> int:
+        return len(self.recent) + len(self.older)
 
 
 class _Opening:
@@ -76,9 +125,11 @@ class NetStack:
                         else XdpProgram.load(self.iface.index, mode=settings.mode))
         self.relay: PortRelay | None = None
         try:
-            # the XDP program may answer SYN floods with this table's cookies (protect.py)
+            # the XDP program may answer SYN floods with this table's cookies (protect.py),
+            # and lets segments to listeners through by the table's connections (_sync_flows)
             self.program.protection.use_table(self.table)
             self.table.cookies_from_xdp = True
+            self.table.track_flows = True
             if not settings.attached:
                 for addr in self.addresses:
                     self.program.add_local_address(addr)
@@ -97,7 +148,8 @@ class NetStack:
                 self.relay.close()
             self.program.close()
             raise
-        self._macs: dict[bytes, bytes] = {}  # remote address -> next hop's MAC
+        self._macs = NextHopMacs(MAX_MACS)
+        self._resolving: dict[bytes, asyncio.Task[None]] = {}  # address -> its _resolve
         self._servers: dict[Listener, XdpServer] = {}
         self._transports: dict[Connection, XdpTransport] = {}
         self._opening: dict[Connection, _Opening] = {}
@@ -111,6 +163,8 @@ class NetStack:
         self._closed = False
         self.parse_drops = 0
         self.tx_stalls = 0
+        self.tx_no_mac = 0  # segments dropped for want of a next-hop MAC
+        self.flows_not_added = 0  # passive connections the full `flows` map could not take
         if settings.poll == "busy":
             loop.call_soon(self._busy_poll)
         else:
@@ -144,9 +198,9 @@ class NetStack:
                 continue
             if relay is not None and relay.pass_on(seg.dport, frame):
                 continue  # another worker's outgoing connection
-            if seg.src not in macs:
+            if seg.src not in macs.recent:
                 # replies go back through the hop the peer's frames came from
-                macs[seg.src] = bytes(frame[6:12])
+                macs.learn(seg.src, bytes(frame[6:12]))
             receive(seg, now=now)
 
     def _receive_icmp(self, frame: memoryview | bytes, relay: PortRelay | None,
@@ -215,6 +269,7 @@ class NetStack:
         if self._pending_tx and not self._send_pending():
             return
         segments = self.table.segments_to_send(now=self.loop.time())
+        self._sync_flows()
         if not segments:
             return
         write = wire.write_frame
@@ -226,9 +281,9 @@ class NetStack:
             del lengths[:]
             offset = 0
             for seg in segments[start:start + batch]:
-                dst_mac = macs.get(seg.dst)
+                dst_mac = macs.recent.get(seg.dst) or macs.get(seg.dst)
                 if dst_mac is None:
-                    logger.debug("no next-hop MAC for %s: segment dropped", seg.dst.hex())
+                    self._no_mac(seg)
                     continue
                 n = write(buf, offset, seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False)
                 lengths.append(n)
@@ -243,11 +298,54 @@ class NetStack:
                     skip += n
                 for seg in segments[start + batch:]:
                     dst_mac = macs.get(seg.dst)
-                    if dst_mac is not None:
-                        self._pending_tx.append(wire.build_frame(
-                            seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False))
+                    if dst_mac is None:
+                        self._no_mac(seg)
+                        continue
+                    self._pending_tx.append(wire.build_frame(
+                        seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False))
                 self.loop.call_later(0.0002, self.wakeup)
                 return
+
+    def _no_mac(self, seg: Segment) -> None:
+        """``seg`` goes to an address whose MAC the cache lost (or never had): it is
+        dropped and counted, and TCP retransmits it once the MAC is back, re-learnt from
+        the peer's next frame or asked of the kernel in the background (``_resolve``). Only
+        for a connection whose peer has shown it exists: half-open connections of
+        spoofed SYNs (SYN-RECEIVED) and the table's own RSTs would turn a flood into
+        netlink requests."""
+        self.tx_no_mac += 1
+        addr = seg.dst
+        if addr in self._resolving or len(self._resolving) >= MAX_RESOLVING:
+            return
+        conn = self.table.connections.get((seg.src, seg.sport, addr, seg.dport))
+        if conn is None or conn.state in (State.SYN_RECEIVED, State.CLOSED):
+            return
+        self._resolving[addr] = self.loop.create_task(self._resolve(addr))
+
+    async def _resolve(self, addr: bytes) -> None:
+        try:
+            await self._learn_next_hop(addr)
+        except OSError as exc:  # no route, or the neighbour does not answer
+            logger.debug("no next-hop MAC for %s: %s", addr.hex(), exc)
+        finally:
+            del self._resolving[addr]
+
+    async def _learn_next_hop(self, addr: bytes) -> None:
+        """Where the kernel would send a packet to ``addr``: the gateway's MAC, or
+        ``addr``'s own when on-link, resolved by the kernel (raises OSError)."""
+        gateway, _oif = kernel.next_hop(addr)
+        self._macs.learn(addr, await self._neighbour(gateway or addr))
+
+    def _sync_flows(self) -> None:
+        """Mirror the table's passive connections into the XDP program's ``flows`` map.
+        Called between gathering segments and sending them: a new connection's entry
+        must exist before its SYN-ACK (or whatever answers its cookie ACK) leaves, or
+        the peer's next segment would be an unknown flow to XDP."""
+        added, removed = self.table.take_flow_changes()
+        if removed:
+            self.program.remove_flows(removed)
+        if added:
+            self.flows_not_added += self.program.add_flows(added)
 
     def _send_pending(self) -> bool:
         """Retry frames the TX ring had no room for; True when all went out."""
@@ -370,9 +468,8 @@ class NetStack:
         """Active open; returns the transport once the handshake is done
         (connection_made has run, as with asyncio's create_connection)."""
         raddr, rport = remote
-        if raddr not in self._macs:
-            gateway, _oif = kernel.next_hop(raddr)
-            self._macs[raddr] = await self._neighbour(gateway or raddr)
+        if self._macs.get(raddr) is None:
+            await self._learn_next_hop(raddr)
         laddr = local[0] if local and local[0] else self.source_for(raddr)
         lport = local[1] if local and local[1] else self.table.allocate_port(laddr, remote)
         conn = self.table.connect((laddr, lport), remote, now=self.loop.time())
@@ -401,6 +498,9 @@ class NetStack:
             "recovery": self.table.recovery_stats(),
             "parse_drops": self.parse_drops,
             "tx_stalls": self.tx_stalls,
+            "tx_no_mac": self.tx_no_mac,
+            "next_hop_macs": len(self._macs),
+            "flows_not_added": self.flows_not_added,
             **({"relay": self.relay.stats()} if self.relay is not None else {}),
         }
 
@@ -417,6 +517,11 @@ class NetStack:
             self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
+            if self.settings.attached:
+                # the map outlives this worker: take out the connections a flush cut
+                # short (TX ring full) left in the table
+                self.program.remove_flows([key for key, conn in self.table.connections.items()
+                                           if conn.listener is not None])
             if self.settings.poll == "wakeup":
                 self.loop.remove_reader(self.xsk.fileno())
             if self.relay is not None:

@@ -30,13 +30,24 @@
  *      impossible flag combinations, first fragments (IPv4 or IPv6);
  *   2. deny list, then allow list when allow-only mode is on (LPM tries);
  *   3. a token bucket per source address (LRU hash);
- *   4. SYN flood defence: above a SYN rate (or always) SYNs to listeners are
- *      answered here with SYN cookies by XDP_TX, in aioxdp/tcp/cookies.py's
- *      exact format and keys, so the userspace table accepts the ACK that
- *      completes the handshake; below it SYNs go to userspace, which then
- *      keeps every option. XDP cannot see established flows, so an ACK to a
- *      listener is only checked (and counted), never dropped for its cookie:
- *      userspace is the final judge.
+ *   4. SYN flood defence (RFC 4987 §3.6, SYN cookies): above a SYN rate (or
+ *      always) SYNs to listeners are answered here with SYN cookies by
+ *      XDP_TX, in aioxdp/tcp/cookies.py's exact format and keys, so the
+ *      userspace table accepts the ACK that completes the handshake; below it
+ *      SYNs go to userspace, which then keeps every option;
+ *   5. established flows, the state a stateful firewall keeps (RFC 4987
+ *      §3.8): every other segment to a listener must belong to a connection
+ *      the stack accepted, which it keeps in `flows`, or be an ACK carrying
+ *      a valid cookie (a handshake completing: no entry yet).
+ *      The rest, "unknown flows" (floods of spoofed ACKs, strays of closed
+ *      connections), reach the stack only within a global budget, a token
+ *      bucket per CPU (1000/s by default, aioxdp/protect.py): enough for the
+ *      stack to answer strays with RST, which is rate-limited the way
+ *      kernels limit such answers (FreeBSD's net.inet.icmp.icmplim covers
+ *      RSTs to closed ports; Linux's net.ipv4.tcp_invalid_ratelimit, its
+ *      icmp_msgs_per_sec/icmp_msgs_burst), and the flood costs the stack at
+ *      most the budget. Segments to the port range (the stack's own outgoing
+ *      connections, which have no entries) are not screened by this stage.
  * Every bounds check fails closed: a header that does not fit the frame is
  * never read.
  *
@@ -156,6 +167,26 @@ struct {
 	__type(value, __u64);
 } allow_list SEC(".maps");
 
+/* Stage 5: the stack's passive connections (struct aioxdp_flow). Written by
+ * userspace only; no preallocation, so memory follows the connections. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIOXDP_MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct aioxdp_flow);
+	__type(value, __u8);
+} flows SEC(".maps");
+
+/* The unknown-flow budget's GCRA theoretical arrival time, one per CPU: no
+ * atomics on the packet path, and a host receiving on N CPUs lets up to N
+ * times the configured rate through. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} unknown_budget SEC(".maps");
+
 /* source address (::ffff:a.b.c.d for IPv4) -> GCRA theoretical arrival time */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -184,14 +215,14 @@ struct packet {
 	__u8 vlan; /* one 802.1Q/802.1ad tag before the IP header */
 };
 
-/* The 40-byte SipHash input of aioxdp/tcp/cookies.py (flow_hash_input). */
+/* The 40-byte SipHash input of aioxdp/tcp/cookies.py (flow_hash_input): the
+ * `flows` key, then one word. */
 struct flow_input {
-	__u8 local_addr[16];
-	__u8 remote_addr[16];
-	__be16 local_port;
-	__be16 remote_port;
+	struct aioxdp_flow f;
 	__be32 word;
 } __attribute__((aligned(8)));
+
+_Static_assert(sizeof(struct flow_input) == 40, "cookies.py hashes 40 bytes");
 
 /* The options of a SYN that a cookie keeps. */
 struct syn_options {
@@ -442,10 +473,24 @@ static __always_inline int listed(void *list, struct aioxdp_lpm_key *key)
 	return hits != NULL;
 }
 
-/* GCRA, the token bucket as one timestamp per source: a packet is allowed
- * when the source's theoretical arrival time is at most rate_burst_ns ahead
- * of now, and moves it on by rate_interval_ns. Two CPUs racing on one
- * source may both pass: exact to within one packet per concurrent CPU. */
+/* GCRA, a token bucket as one timestamp: a packet is allowed when the
+ * theoretical arrival time *tat is at most `burst` ns ahead of now, and
+ * moves it on by `interval`. Returns 1 when allowed. */
+static __always_inline int gcra_take(__u64 *tat, __u64 now, __u64 interval, __u64 burst)
+{
+	__u64 t = *tat;
+
+	if (t < now)
+		t = now;
+	if (t - now > burst)
+		return 0;
+	*tat = t + interval;
+	return 1;
+}
+
+/* The token bucket per source (rate_interval_ns, rate_burst_ns). Two CPUs
+ * racing on one source may both pass: exact to within one packet per
+ * concurrent CPU. */
 static __always_inline int rate_limited(struct aioxdp_config *cfg, struct aioxdp_lpm_key *key,
 					__u64 now)
 {
@@ -460,13 +505,7 @@ static __always_inline int rate_limited(struct aioxdp_config *cfg, struct aioxdp
 		bpf_map_update_elem(&rate_buckets, key, &tat, BPF_ANY);
 		return 0;
 	}
-	tat = *slot;
-	if (tat < now)
-		tat = now;
-	if (tat - now > cfg->rate_burst_ns)
-		return 1;
-	*slot = tat + interval;
-	return 0;
+	return !gcra_take(slot, now, interval, cfg->rate_burst_ns);
 }
 
 /* Stages 2 and 3: returns XDP_DROP (counted) for a source denied, not
@@ -773,10 +812,10 @@ __noinline int aioxdp_syn_cookie_reply(struct xdp_md *ctx, struct syn_info *si)
 		ip6->payload_len = bpf_htons(tcp_len);
 		ip6->nexthdr = IPPROTO_TCP;
 		ip6->hop_limit = TTL;
-		__builtin_memcpy(&ip6->saddr, in.local_addr, 16);
-		__builtin_memcpy(&ip6->daddr, in.remote_addr, 16);
-		__builtin_memcpy(pseudo.saddr, in.local_addr, 16);
-		__builtin_memcpy(pseudo.daddr, in.remote_addr, 16);
+		__builtin_memcpy(&ip6->saddr, in.f.local_addr, 16);
+		__builtin_memcpy(&ip6->daddr, in.f.remote_addr, 16);
+		__builtin_memcpy(pseudo.saddr, in.f.local_addr, 16);
+		__builtin_memcpy(pseudo.daddr, in.f.remote_addr, 16);
 		pseudo.len = bpf_htonl(tcp_len);
 		pseudo.nexthdr = bpf_htonl(IPPROTO_TCP);
 		sum = bpf_csum_diff(NULL, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
@@ -799,11 +838,11 @@ __noinline int aioxdp_syn_cookie_reply(struct xdp_md *ctx, struct syn_info *si)
 		ip->ttl = TTL;
 		ip->protocol = IPPROTO_TCP;
 		ip->check = 0;
-		__builtin_memcpy(&ip->saddr, in.local_addr, 4);
-		__builtin_memcpy(&ip->daddr, in.remote_addr, 4);
+		__builtin_memcpy(&ip->saddr, in.f.local_addr, 4);
+		__builtin_memcpy(&ip->daddr, in.f.remote_addr, 4);
 		ip->check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
-		__builtin_memcpy(pseudo.saddr, in.local_addr, 4);
-		__builtin_memcpy(pseudo.daddr, in.remote_addr, 4);
+		__builtin_memcpy(pseudo.saddr, in.f.local_addr, 4);
+		__builtin_memcpy(pseudo.daddr, in.f.remote_addr, 4);
 		pseudo.proto_len = bpf_htonl(IPPROTO_TCP << 16 | tcp_len);
 		sum = bpf_csum_diff(NULL, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
 		t = (struct tcphdr *)(ip + 1);
@@ -811,8 +850,8 @@ __noinline int aioxdp_syn_cookie_reply(struct xdp_md *ctx, struct syn_info *si)
 
 	if ((void *)t + sizeof(*t) + 4 > end)
 		return XDP_DROP;
-	t->source = in.local_port;
-	t->dest = in.remote_port;
+	t->source = in.f.local_port;
+	t->dest = in.f.remote_port;
 	t->seq = bpf_htonl(cookie);
 	t->ack_seq = bpf_htonl(isn + 1);
 	((__u8 *)t)[12] = (__u8)(tcp_len / 4) << 4;
@@ -838,14 +877,62 @@ __noinline int aioxdp_syn_cookie_reply(struct xdp_md *ctx, struct syn_info *si)
 
 static __always_inline void flow_of(struct packet *pk, struct flow_input *in)
 {
-	__builtin_memcpy(in->local_addr, pk->dst.addr, 16);
-	__builtin_memcpy(in->remote_addr, pk->src.addr, 16);
-	in->local_port = pk->dst.port;
-	in->remote_port = pk->src.port;
+	__builtin_memcpy(in->f.local_addr, pk->dst.addr, 16);
+	__builtin_memcpy(in->f.remote_addr, pk->src.addr, 16);
+	in->f.local_port = pk->dst.port;
+	in->f.remote_port = pk->src.port;
 	in->word = 0;
 }
 
-/* Stages 2-4 for a well-formed segment aimed at one of our flows: returns
+/* ---- 5. established flows --------------------------------------------------- */
+
+static __always_inline int known_flow(struct flow_input *in)
+{
+	return bpf_map_lookup_elem(&flows, &in->f) != NULL;
+}
+
+/* May one more unknown-flow segment through? */
+static __always_inline int unknown_flow_allowed(struct aioxdp_config *cfg, __u64 now)
+{
+	__u32 zero = 0;
+	__u64 *tat;
+
+	if (cfg->unknown_flows == AIOXDP_UNKNOWN_PASS)
+		return 1;
+	if (cfg->unknown_flows != AIOXDP_UNKNOWN_BUDGET)
+		return 0;
+	tat = bpf_map_lookup_elem(&unknown_budget, &zero);
+	return tat && gcra_take(tat, now, cfg->unknown_interval_ns, cfg->unknown_burst_ns);
+}
+
+/* Stage 5 for a segment to a listener other than a SYN: returns XDP_DROP
+ * (counted) or -1 to redirect. The map lookup comes first, so an established
+ * connection's segments never pay for a cookie check. An ACK of no known flow
+ * is checked for a cookie whoever made it: XDP in cookie mode, or the table
+ * when its SYN backlog was full. */
+static __always_inline int screen_flow(struct aioxdp_config *cfg, struct flow_input *in,
+				       struct tcphdr *tcp, __u8 flags, __u64 now)
+{
+	if (known_flow(in)) {
+		count(AIOXDP_CNT_FLOW_HIT);
+		return -1;
+	}
+	if ((flags & (TCP_FLAGS_ACK | TCP_FLAGS_SYN | TCP_FLAGS_RST)) == TCP_FLAGS_ACK) {
+		if (aioxdp_cookie_valid(in, bpf_ntohl(tcp->ack_seq) - 1, bpf_ntohl(tcp->seq) - 1,
+					now)) {
+			count(AIOXDP_CNT_COOKIE_ACK_VALID);
+			return -1;
+		}
+		count(AIOXDP_CNT_COOKIE_ACK_INVALID);
+	}
+	if (unknown_flow_allowed(cfg, now)) {
+		count(AIOXDP_CNT_UNKNOWN_FLOW_PASSED);
+		return -1;
+	}
+	return verdict(AIOXDP_CNT_DROP_UNKNOWN_FLOW, XDP_DROP);
+}
+
+/* Stages 2-5 for a well-formed segment aimed at one of our flows: returns
  * an XDP action once it has decided (and counted), or -1 to redirect. */
 static __always_inline int protect(struct xdp_md *ctx, struct packet *pk, enum owner owner,
 				   __u8 flags)
@@ -872,7 +959,13 @@ static __always_inline int protect(struct xdp_md *ctx, struct packet *pk, enum o
 		}
 		if (owner != OURS_LISTENER) /* no listener to answer for */
 			return verdict(AIOXDP_CNT_SYN_DROPPED, XDP_DROP);
-		st->last_cookie_ns = now;
+		/* a SYN of a connection the stack has (a retransmitted SYN
+		 * whose SYN-ACK was lost, a TIME-WAIT tuple reused) is the
+		 * stack's to answer: a cookie would not match its ISN */
+		if (known_flow(&si.flow)) {
+			count(AIOXDP_CNT_FLOW_HIT);
+			return -1;
+		}
 		si.now = now;
 		si.seq = bpf_ntohl(pk->tcp->seq);
 		si.options_offset = (void *)(pk->tcp + 1) - (void *)(long)ctx->data;
@@ -883,18 +976,9 @@ static __always_inline int protect(struct xdp_md *ctx, struct packet *pk, enum o
 		return verdict(action == XDP_TX ? AIOXDP_CNT_SYN_COOKIE_SENT
 						: AIOXDP_CNT_SYN_DROPPED, action);
 	}
-	/* an ACK to a listener shortly after the last cookie sent (the ACK
-	 * completing a handshake follows its SYN-ACK by one round trip):
-	 * checked and counted, never dropped, since it may belong to an
-	 * established connection XDP cannot see; userspace checks it again */
-	if ((flags & (TCP_FLAGS_ACK | TCP_FLAGS_SYN | TCP_FLAGS_RST)) == TCP_FLAGS_ACK &&
-	    owner == OURS_LISTENER && st->last_cookie_ns &&
-	    now - st->last_cookie_ns < AIOXDP_COOKIE_ACK_WINDOW_NS)
-		count(aioxdp_cookie_valid(&si.flow, bpf_ntohl(pk->tcp->ack_seq) - 1,
-					  bpf_ntohl(pk->tcp->seq) - 1, now)
-			      ? AIOXDP_CNT_COOKIE_ACK_VALID
-			      : AIOXDP_CNT_COOKIE_ACK_INVALID);
-	return -1;
+	if (owner != OURS_LISTENER)
+		return -1;
+	return screen_flow(cfg, &si.flow, pk->tcp, flags, now);
 }
 
 /* Stages 2 and 3 for an ICMP error about our flows (its source is a router,

@@ -52,9 +52,14 @@ enum aioxdp_counter {
 	 * fails to send counts it in its own xdp_tx_errors) */
 	AIOXDP_CNT_SYN_COOKIE_SENT,
 	AIOXDP_CNT_SYN_DROPPED, /* SYN in cookie mode that could not be answered */
-	/* ACKs to a listener within 3 s of the last cookie sent (both redirected) */
-	AIOXDP_CNT_COOKIE_ACK_VALID, /* carrying a valid cookie */
-	AIOXDP_CNT_COOKIE_ACK_INVALID, /* not (maybe an established connection's) */
+	/* stage 5, segments to a listener but SYNs (the redirected ones are
+	 * counted again in AIOXDP_CNT_REDIRECTED) */
+	AIOXDP_CNT_FLOW_HIT, /* of a connection in `flows` (SYNs too in cookie mode) */
+	/* ACKs of no flow in `flows`, checked for a SYN cookie */
+	AIOXDP_CNT_COOKIE_ACK_VALID, /* a cookie: completes a handshake, redirected */
+	AIOXDP_CNT_COOKIE_ACK_INVALID, /* no cookie: an unknown flow */
+	AIOXDP_CNT_UNKNOWN_FLOW_PASSED, /* unknown flow within the budget: redirected */
+	AIOXDP_CNT_DROP_UNKNOWN_FLOW, /* unknown flow beyond the budget */
 	/* an ICMP error quoting one of our segments, handed to the AF_XDP socket
 	 * (not counted in AIOXDP_CNT_REDIRECTED) */
 	AIOXDP_CNT_REDIRECTED_ICMP,
@@ -79,7 +84,13 @@ struct aioxdp_config {
 	__u16 synack_window; /* unscaled, as in every SYN-ACK */
 	__u8 synack_wscale; /* our shift when the SYN offered window scaling */
 	__u8 synack_options; /* AIOXDP_SYNACK_* */
-	__u32 pad;
+	/* segments to a listener of no connection in `flows` and with no
+	 * cookie: AIOXDP_UNKNOWN_PASS (all redirected), _BUDGET (a token bucket
+	 * per CPU as GCRA, like rate_*) or _DROP (none redirected) */
+	__u8 unknown_flows;
+	__u8 pad[3];
+	__u64 unknown_interval_ns;
+	__u64 unknown_burst_ns;
 };
 
 #define AIOXDP_SYNCOOKIES_OFF 0
@@ -89,7 +100,9 @@ struct aioxdp_config {
 #define AIOXDP_SYNACK_SACK 4
 #define AIOXDP_SYN_WINDOW_NS 100000000ULL /* SYN rate measured per 100 ms */
 #define AIOXDP_COOKIE_HOLD_NS 1000000000ULL /* cookie mode lasts 1 s past the flood */
-#define AIOXDP_COOKIE_ACK_WINDOW_NS 3000000000ULL /* ACKs checked 3 s past the last cookie */
+#define AIOXDP_UNKNOWN_PASS 0
+#define AIOXDP_UNKNOWN_BUDGET 1
+#define AIOXDP_UNKNOWN_DROP 2
 
 /* A SipHash key as aioxdp/tcp/cookies.py reads it: 16 bytes, two
  * little-endian u64. */
@@ -111,7 +124,21 @@ struct aioxdp_syn_state {
 	__u64 window_start_ns;
 	__u64 syns; /* SYNs to listeners since window_start_ns */
 	__u64 cookies_until_ns; /* cookie mode stays on until then */
-	__u64 last_cookie_ns; /* the last cookie sent (ACK validation window) */
+};
+
+/* Key of `flows`: one connection the stack accepted from a listener, which
+ * userspace adds before the segment answering its SYN (or its cookie ACK)
+ * leaves and removes when the connection is gone (aioxdp/stack.py). The
+ * addresses are aioxdp_endpoint's 16 bytes (IPv4 in [0..3], the rest zero);
+ * with no family field an IPv6 tuple could in theory alias an IPv4 one, which
+ * would only let its segments reach the stack, as they all did before the map.
+ * It is also the start of the SYN cookie's SipHash input (aioxdp.bpf.c
+ * struct flow_input, aioxdp/tcp/cookies.py). */
+struct aioxdp_flow {
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u16 local_port; /* network byte order */
+	__u16 remote_port; /* network byte order */
 };
 
 /* Key of `deny_list` and `allow_list` (LPM tries): IPv6, or IPv4 as
@@ -126,5 +153,9 @@ struct aioxdp_lpm_key {
 #define AIOXDP_MAX_LOCAL_ADDRS 256
 #define AIOXDP_MAX_PREFIXES 65536
 #define AIOXDP_MAX_SOURCES 65536 /* rate-limit buckets (LRU) */
+/* passive connections of all the stacks (workers) sharing one program: 4x a
+ * stack's default TcpConfig.max_connections; entries take memory only when
+ * used (BPF_F_NO_PREALLOC), about 100 bytes each */
+#define AIOXDP_MAX_FLOWS 262144
 
 #endif

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import select
 import socket
@@ -20,9 +21,11 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from aioxdp import stack as stack_module
 from aioxdp._xsk import XdpProgram, packed_address
 from aioxdp.protect import Protection, Rule
 from aioxdp.protect_cli import main as filter_main
@@ -35,6 +38,7 @@ from aioxdp.tcp.table import ConnectionTable
 from aioxdp.topology import Topology
 
 from .stackhelpers import peer, peer_python, run_on_stack
+from .test_workers import ask, running_workers
 from .test_xsk import (
     MODES,
     Stack,
@@ -46,6 +50,10 @@ from .test_xsk import (
     wait_for,
     with_ref_checksums,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+from flood import Flood  # noqa: E402
 
 pytestmark = pytest.mark.netns
 
@@ -279,7 +287,8 @@ def test_spoofed_syns_are_answered_with_cookies_the_table_accepts(
 
 def test_xdp_checks_cookie_acks_under_the_current_and_previous_keys(stack: Stack) -> None:
     """A cookie made before a key rotation still validates, in XDP (counted) and in
-    the table; ACKs are counted, never dropped, and reach the socket either way."""
+    the table. ACKs of no known flow are checked and counted; the invalid ones are
+    unknown flows, within the budget here (the default's burst)."""
     t = stack.topo
     table = cookie_table()
     protection = stack.prog.protection
@@ -423,7 +432,60 @@ def test_syn_cookies_switch_on_above_the_threshold(stack: Stack) -> None:
     assert got[-1].sport == 40011
 
 
-# ---- 5. another process ----------------------------------------------------------------------
+# ---- 5. established flows and the unknown-flow budget -------------------------------------------
+
+def test_segments_of_no_known_flow_are_dropped_beyond_the_budget(stack: Stack) -> None:
+    """Stage 5 in isolation, the `flows` map written by hand: segments of a connection in
+    the map always pass; other non-SYN segments to a listener pass within the budget."""
+    t, prog = stack.topo, stack.prog
+    protection = prog.protection
+    # what every loaded program starts with
+    assert (protection.settings().unknown_flow_pps,
+            protection.settings().unknown_flow_burst) == (1000.0, 50)
+    known = (packed_address(t.server_ip), PORT, packed_address(t.client_ip), 40100)
+    known6 = (packed_address(t.server_ip6), PORT, packed_address(t.client_ip6), 40101)
+    assert prog.add_flows([known, known6]) == 0
+    assert sorted(prog.flows()) == sorted([known, known6])
+    protection.unknown_flow_rate(0)
+    assert protection.settings().unknown_flow_pps == 0
+    c, sv = t.client_ip, t.server_ip
+    frames = [frame(stack, segment(c, sv, sport=40100, flags=ACK, seq=1, ack=1)),
+              frame(stack, segment(t.client_ip6, t.server_ip6, sport=40101, flags=ACK | FIN)),
+              frame(stack, segment(c, sv, sport=40102, flags=ACK)),  # not in the map
+              frame(stack, segment("198.18.200.1", sv, sport=40100, flags=ACK)),  # other source
+              frame(stack, segment(c, sv, sport=40103, flags=RST)),
+              frame(stack, segment(c, sv, sport=40104, flags=SYN | ACK))]
+    # a SYN is not an unknown flow: it goes on (below the cookie threshold) as the marker
+    got = arrived(stack, frames, segment(c, sv, sport=40010))
+    assert [seg.sport for seg in got] == [40100, 40101, 40010]
+    counters = prog.counters()
+    assert counters["flow_hit"] == 2
+    assert counters["dropped_unknown_flow"] == 4
+    assert counters["cookie_ack_invalid"] == 2  # only the ACKs are worth a cookie check
+    assert counters["unknown_flow_passed"] == 0
+
+    prog.remove_flows([known, known])  # twice: a missing key is no error
+    assert prog.flows() == [known6]
+    got = arrived(stack, frames[:1], segment(c, sv, sport=40011))
+    assert [seg.sport for seg in got] == [40011]
+    assert prog.counters()["dropped_unknown_flow"] == 5
+
+    # a budget: one segment per 1000 s after a burst of 2, per CPU (the injecting thread
+    # may move between the CPUs)
+    protection.unknown_flow_rate(0.001, burst=2)
+    assert protection.settings().unknown_flow_burst == 2
+    strays = [frame(stack, segment(c, sv, sport=41000 + i, flags=ACK)) for i in range(20)]
+    got = arrived(stack, strays, segment(c, sv, sport=40012))
+    passed = prog.counters()["unknown_flow_passed"]
+    assert 2 <= passed <= 2 * (os.cpu_count() or 1) and len(got) == passed + 1
+    assert prog.counters()["dropped_unknown_flow"] == 5 + 20 - passed
+
+    protection.unknown_flow_rate(None)  # no budget: everything reaches the stack
+    got = arrived(stack, strays, segment(c, sv, sport=40013))
+    assert len(got) == len(strays) + 1
+
+
+# ---- 6. another process ----------------------------------------------------------------------
 
 def test_rules_from_another_process_through_the_cli(stack: Stack) -> None:
     """``aioxdp filter`` in a separate ``ip netns exec`` process (its own /sys: no
@@ -437,11 +499,15 @@ def test_rules_from_another_process_through_the_cli(stack: Stack) -> None:
     cli("deny", "198.18.7.0/24", "2001:2::7:0/112")
     cli("rate-limit", "50", "--burst", "10")
     cli("syn-cookies", "5000")
+    cli("unknown-rate", "200", "--burst", "7")
     listing = json.loads(cli("list", "--json"))
     assert [(r["list"], r["prefix"]) for r in listing["rules"]] == [
         ("deny", "198.18.7.0/24"), ("deny", "2001:2::7:0/112")]
     assert listing["settings"]["rate_pps"] == 50 and listing["settings"]["rate_burst"] == 10
     assert listing["settings"]["syn_cookie_threshold_pps"] == 5000
+    assert (listing["settings"]["unknown_flow_pps"],
+            listing["settings"]["unknown_flow_burst"]) == (200, 7)
+    assert "unknown flows: 200/s per CPU, burst 7" in cli("list")
     # the in-process view is the same program
     assert stack.prog.protection.settings().syn_cookie_threshold_pps == 5000
     got = arrived(stack, [frame(stack, segment("198.18.7.1", t.server_ip, sport=40001))],
@@ -451,8 +517,13 @@ def test_rules_from_another_process_through_the_cli(stack: Stack) -> None:
     cli("remove", "198.18.7.0/24")
     cli("syn-cookies", "off")
     cli("rate-limit", "0")
+    cli("unknown-rate", "off")
     settings = stack.prog.protection.settings()
     assert (settings.rate_pps, settings.syn_cookie_threshold_pps) == (0, None)
+    assert settings.unknown_flow_pps is None
+    cli("unknown-rate", "0")
+    assert stack.prog.protection.settings().unknown_flow_pps == 0
+    assert "unknown flows: all dropped" in cli("list")
     assert [r.prefix for r in stack.prog.protection.rules()] == ["2001:2::7:0/112"]
 
 
@@ -480,7 +551,7 @@ def test_filter_cli_reports_a_missing_program(topology: Topology,
         Protection.attach(topology.server_if)
 
 
-# ---- 6. the whole stack, real Linux peers ----------------------------------------------------
+# ---- 7. the whole stack, real Linux peers ----------------------------------------------------
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
 
@@ -656,3 +727,210 @@ def test_rules_change_at_run_time_and_real_peers_see_them(topology: Topology) ->
         http.close()
 
     run_on_stack(t, main, timeout=90)
+
+
+# A kernel client: ROUNDS echo round trips of 4 bytes, 50 ms apart, then a clean close (the
+# client's FIN first); prints its local port and "ok".
+ECHO_ROUNDS = """
+    import socket, sys, time
+    server, port, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    s = socket.create_connection((server, port), timeout=10)
+    for i in range(rounds):
+        s.sendall(b"%03d\\n" % i)
+        assert s.recv(4, socket.MSG_WAITALL) == b"%03d\\n" % i, i
+        time.sleep(0.05)
+    s.shutdown(socket.SHUT_WR)
+    assert s.recv(1) == b""
+    print(s.getsockname()[1], "ok")
+"""
+
+
+async def echo_rounds(t: Topology, server: str, rounds: int) -> int:
+    """ECHO_ROUNDS from the client namespace; returns the client's port."""
+    _code, out, _err = await peer_python(t, ECHO_ROUNDS, server, str(PORT), str(rounds))
+    port, ok = out.split()
+    assert ok == b"ok"
+    return int(port)
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_a_passive_connection_is_in_the_flow_map_while_it_is_open(
+        topology: Topology, family: str) -> None:
+    t = topology
+    server_ip, client_ip = ((t.server_ip, t.client_ip) if family == "ipv4"
+                            else (t.server_ip6, t.client_ip6))
+    # holds its connection open until the test closes its stdin (or 20 s pass)
+    hold = """
+        import select, socket, sys
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+        s.sendall(b"ping")
+        assert s.recv(4, socket.MSG_WAITALL) == b"ping"
+        print(s.getsockname()[1], flush=True)
+        select.select([sys.stdin], [], [], 20)
+    """
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, server_ip, PORT)
+        program = loop.xdp_stack.program  # type: ignore[attr-defined]
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", t.client_ns, sys.executable, "-c", textwrap.dedent(hold),
+            server_ip, str(PORT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None
+        port = int(await asyncio.wait_for(proc.stdout.readline(), 10))
+        flow = (packed_address(server_ip), PORT, packed_address(client_ip), port)
+        assert program.flows() == [flow]
+        assert program.counters()["flow_hit"] >= 2  # the handshake's ACK, "ping"
+        proc.stdin.close()  # the client closes first: no TIME-WAIT on our side
+        assert await proc.wait() == 0
+        for _ in range(500):
+            if not program.flows():
+                break
+            await asyncio.sleep(0.01)
+        assert program.flows() == []
+        server.close()
+
+    run_on_stack(t, main, timeout=60)
+
+
+def test_a_spoofed_ack_flood_is_dropped_in_xdp_while_a_real_connection_works(
+        topology: Topology) -> None:
+    """Established-looking ACKs from random spoofed sources reach the stack only within
+    the unknown-flow budget (each then answered with RST); a connection made before and
+    used during the flood is not affected."""
+    t = topology
+    rate, burst = 50, 5
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, t.server_ip, PORT)
+        stack = loop.xdp_stack  # type: ignore[attr-defined]
+        stack.program.protection.unknown_flow_rate(rate, burst=burst)
+        async with Flood(t, "ack", rate=20000, count=40000, duration=10, port=PORT) as flood:
+            await echo_rounds(t, t.server_ip, 20)  # ~1 s of round trips
+            result = await flood.finished()
+        assert result.sent == 40000
+        counters = stack.program.counters()
+        # per CPU: a burst, then `rate` a second over the flood (plus slack for the start)
+        bound = (os.cpu_count() or 1) * (burst + rate * (result.seconds + 2))
+        assert counters["unknown_flow_passed"] <= bound
+        assert counters["dropped_unknown_flow"] >= result.sent - bound
+        assert counters["unknown_flow_passed"] + counters["dropped_unknown_flow"] == result.sent
+        assert 0 < stack.table.stats["rst-sent:listen-ack"] <= counters["unknown_flow_passed"]
+        server.close()
+
+    run_on_stack(t, main, timeout=60)
+
+
+@pytest.mark.parametrize("cookies", [False, True], ids=["syn-to-stack", "xdp-cookies"])
+def test_real_connections_need_no_unknown_flow_budget(topology: Topology, cookies: bool) -> None:
+    """With the budget at 0 (every unknown-flow segment dropped) a real client completes
+    its handshake and round trips: its ACK passes by its flow entry, added before the
+    SYN-ACK left, or, when XDP answered the SYN with a cookie, by the cookie (no entry
+    exists yet), and everything after by the entry made from it."""
+    t = topology
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, t.server_ip, PORT)
+        stack = loop.xdp_stack  # type: ignore[attr-defined]
+        protection = stack.program.protection
+        protection.unknown_flow_rate(0)
+        if cookies:
+            protection.syn_cookies(0)
+        await echo_rounds(t, t.server_ip, 5)
+        counters = stack.program.counters()
+        assert counters["dropped_unknown_flow"] == counters["unknown_flow_passed"] == 0
+        assert counters["flow_hit"] >= 5
+        if cookies:
+            assert (counters["syn_cookie_sent"], counters["syn_passed"]) == (1, 0)
+            assert counters["cookie_ack_valid"] >= 1
+            assert stack.table.stats["syn-cookies-validated"] == 1
+        else:
+            assert (counters["syn_passed"], counters["cookie_ack_valid"]) == (1, 0)
+        server.close()
+
+    run_on_stack(t, main, timeout=60)
+
+
+def test_workers_write_their_connections_into_the_one_shared_flow_map(tmp_path: Path) -> None:
+    """Each worker (aioxdp.workers) opens the parent's program by id and adds its own
+    connections to the same `flows` map, and takes them out again."""
+    with running_workers(tmp_path) as workers:
+        conns = [workers.connect() for _ in range(20)]
+        assert {queue for _sock, _pid, queue in conns} == {0, 1}
+        for sock, _pid, _queue in conns:
+            assert ask(sock, b"x\n") == b"x\n"
+        with workers.topo.server(), XdpProgram.open_attached(
+                socket.if_nametoindex(workers.topo.server_if)) as program:
+            server = packed_address(workers.topo.server_ip)
+            assert sorted(program.flows()) == sorted(
+                (server, PORT, packed_address(workers.topo.client_ip), sock.getsockname()[1])
+                for sock, _pid, _queue in conns)
+            for sock, _pid, _queue in conns:
+                sock.close()  # the client first: the workers' side leaves no TIME-WAIT
+            for _ in range(500):
+                if not program.flows():
+                    break
+                time.sleep(0.01)
+            assert program.flows() == []
+            assert program.counters()["unknown_flow_passed"] == 0
+
+
+# ---- 8. next-hop MACs under a spoofed-source flood ---------------------------------------------
+
+def test_next_hop_macs_stay_bounded_and_a_live_connection_gets_its_mac_back(
+        topology: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SYN from a new spoofed source teaches the stack a MAC: the cache keeps at most
+    MAX_MACS of them. A connection whose entry was pushed out meanwhile still gets its
+    data out: the first segment is dropped (counted), the MAC is asked of the kernel, and
+    the retransmission goes."""
+    t = topology
+    limit = 64
+    monkeypatch.setattr(stack_module, "MAX_MACS", limit)
+    client_mac = mac_of(t, t.client_ns, t.client_if)
+    server_mac = mac_of(t, t.server_ns, t.server_if)
+    accepted: list[asyncio.Transport] = []
+
+    class Quiet(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.append(transport)  # type: ignore[arg-type]
+
+    # connects, then waits for the server to speak first
+    listen = """
+        import socket, sys
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+        print(s.recv(5, socket.MSG_WAITALL).decode())
+    """
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Quiet, t.server_ip, PORT)
+        stack = loop.xdp_stack  # type: ignore[attr-defined]
+        client = asyncio.ensure_future(
+            peer_python(t, listen, t.server_ip, str(PORT), timeout=20))
+        for _ in range(500):
+            if accepted:
+                break
+            await asyncio.sleep(0.01)
+        # SYNs from 10 x the cache's size of spoofed sources: each is answered, so each
+        # source's MAC is learnt (and the client's, idle, is pushed out)
+        flood = [wire.build_frame(segment(f"198.18.{128 + i // 200}.{1 + i % 200}", t.server_ip,
+                                          sport=20000 + i), src_mac=client_mac,
+                                  dst_mac=server_mac) for i in range(10 * limit)]
+        inject(t, flood)
+        for _ in range(500):
+            if stack.program.counters()["syn_passed"] > len(flood):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the last batch answered
+        assert stack.stats()["next_hop_macs"] <= limit
+        assert packed_address(t.client_ip) not in stack._macs.recent
+        assert packed_address(t.client_ip) not in stack._macs.older
+        accepted[0].write(b"hello")
+        _code, out, _err = await client
+        assert out == b"hello\n"
+        assert stack.stats()["tx_no_mac"] >= 1
+        server.close()
+
+    run_on_stack(t, main, timeout=60)

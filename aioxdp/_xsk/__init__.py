@@ -4,7 +4,8 @@ Two objects:
 
 - :class:`XdpProgram` loads ``aioxdp/bpf/aioxdp.bpf.o`` onto an interface and
   edits its maps: which (address, port) pairs and local port range belong to
-  the userspace stack. Everything else stays with Linux.
+  the userspace stack, and which connections it accepted from its listeners
+  (``flows``). Everything else stays with Linux.
 - :class:`XskSocket` is one AF_XDP socket on one receive queue with its own
   UMEM. ``recv`` hands out a batch of frames as memoryviews into the UMEM
   (no copy); ``send`` copies a batch of frames into free UMEM frames, fills in
@@ -21,6 +22,7 @@ import logging
 import mmap
 import os
 import socket
+import struct
 import subprocess
 import time
 from array import array
@@ -67,12 +69,23 @@ COUNTER_NAMES: tuple[str, ...] = (
     "syn_passed",
     "syn_cookie_sent",
     "syn_dropped",
+    "flow_hit",
     "cookie_ack_valid",
     "cookie_ack_invalid",
+    "unknown_flow_passed",
+    "dropped_unknown_flow",
     "redirected_icmp",
 )
 if len(COUNTER_NAMES) != lib.AIOXDP_CNT_MAX:
     raise ImportError("COUNTER_NAMES is out of step with enum aioxdp_counter (aioxdp_common.h)")
+
+# A connection as the `flows` map keys it, in ConnectionTable's key order:
+# (local address, local port, remote address, remote port), addresses packed.
+Flow = tuple[bytes, int, bytes, int]
+# struct aioxdp_flow: 4-byte addresses zero-padded to 16 ("s" pads), ports big-endian
+_FLOW = struct.Struct("!16s16sHH")
+if _FLOW.size != ffi.sizeof("struct aioxdp_flow"):
+    raise ImportError("_FLOW is out of step with struct aioxdp_flow (aioxdp_common.h)")
 
 _STAT_FIELDS = tuple(name for name, _ in ffi.typeof("struct axsk_stats").fields)
 
@@ -122,6 +135,11 @@ def _endpoint(addr: bytes, port: int = 0) -> object:
     key.port = socket.htons(port)
     key.family = family
     return key
+
+
+def _unpad(addr: bytes) -> bytes:
+    """A `flows` key's 16-byte address as the stack writes it: IPv4 unpadded."""
+    return addr[:4] if not any(addr[4:]) else addr
 
 
 def _ensure_bpffs() -> None:
@@ -188,7 +206,13 @@ class XdpProgram:
         busy = ret in (-errno.EBUSY, -errno.EEXIST)
         hint = " (another XDP program is attached there)" if busy else ""
         _check(ret, f"attaching {obj.name} to ifindex {ifindex} ({mode}, {attach}){hint}")
-        return cls(prog, ifindex, mode, attach)
+        program = cls(prog, ifindex, mode, attach)
+        try:
+            program.protection.set_defaults()
+        except BaseException:
+            program.close()
+            raise
+        return program
 
     @classmethod
     def open_attached(cls, ifindex: int) -> XdpProgram:
@@ -263,6 +287,37 @@ class XdpProgram:
         key = ffi.new("uint32_t *", 0)
         value = ffi.new("struct aioxdp_port_range *", {"lo": lo, "hi": hi})
         _check(lib.bpf_map_update_elem(self._maps().port_range_fd, key, value, 0), "set_port_range")  # type: ignore[attr-defined]
+
+    def add_flows(self, flows: Sequence[Flow]) -> int:
+        """Connections the stack accepted from a listener: their segments pass XDP
+        without a cookie check or the unknown-flow budget. One C call for the batch.
+        Returns how many could not be added because the map is full
+        (AIOXDP_MAX_FLOWS); those connections' segments count as unknown flows."""
+        return self._set_flows(flows, True)
+
+    def remove_flows(self, flows: Sequence[Flow]) -> None:
+        """Forget connections that are gone; ones not in the map are ignored."""
+        self._set_flows(flows, False)
+
+    def _set_flows(self, flows: Sequence[Flow], add: bool) -> int:
+        if not flows:
+            return 0
+        pack = _FLOW.pack
+        keys = b"".join([pack(laddr, raddr, lport, rport) for laddr, lport, raddr, rport in flows])
+        return int(lib.axp_set_flows(self._maps(), ffi.from_buffer("struct aioxdp_flow[]", keys),
+                                     len(flows), add))
+
+    def flows(self) -> list[Flow]:
+        """The connections in the map (a scan, for tests and diagnostics). The key has
+        no family: an address whose last 12 bytes are zero is returned as IPv4."""
+        fd = self._maps().flows_fd  # type: ignore[attr-defined]
+        out = []
+        key, nxt = ffi.NULL, ffi.new("struct aioxdp_flow *")
+        while lib.bpf_map_get_next_key(fd, key, nxt) == 0:
+            laddr, raddr, lport, rport = _FLOW.unpack(ffi.buffer(nxt))
+            out.append((_unpad(laddr), lport, _unpad(raddr), rport))
+            key, nxt = nxt, ffi.new("struct aioxdp_flow *")
+        return out
 
     def counters(self) -> dict[str, int]:
         """Packets per verdict since load, summed over CPUs."""

@@ -36,8 +36,11 @@ enum aioxdp_counter {
     AIOXDP_CNT_SYN_PASSED,
     AIOXDP_CNT_SYN_COOKIE_SENT,
     AIOXDP_CNT_SYN_DROPPED,
+    AIOXDP_CNT_FLOW_HIT,
     AIOXDP_CNT_COOKIE_ACK_VALID,
     AIOXDP_CNT_COOKIE_ACK_INVALID,
+    AIOXDP_CNT_UNKNOWN_FLOW_PASSED,
+    AIOXDP_CNT_DROP_UNKNOWN_FLOW,
     AIOXDP_CNT_REDIRECTED_ICMP,
     AIOXDP_CNT_MAX,
 };
@@ -61,6 +64,9 @@ struct aioxdp_config {
     uint16_t synack_window;
     uint8_t synack_wscale;
     uint8_t synack_options;
+    uint8_t unknown_flows;
+    uint64_t unknown_interval_ns;
+    uint64_t unknown_burst_ns;
     ...;
 };
 #define AIOXDP_SYNCOOKIES_OFF ...
@@ -69,6 +75,10 @@ struct aioxdp_config {
 #define AIOXDP_SYNACK_WSCALE ...
 #define AIOXDP_SYNACK_SACK ...
 #define AIOXDP_SYN_WINDOW_NS ...
+#define AIOXDP_UNKNOWN_PASS ...
+#define AIOXDP_UNKNOWN_BUDGET ...
+#define AIOXDP_UNKNOWN_DROP ...
+#define AIOXDP_MAX_FLOWS ...
 struct aioxdp_sipkey {
     uint64_t k[2];
 };
@@ -82,11 +92,16 @@ struct aioxdp_syn_state {
     uint64_t window_start_ns;
     uint64_t syns;
     uint64_t cookies_until_ns;
-    uint64_t last_cookie_ns;
 };
 struct aioxdp_lpm_key {
     uint32_t prefixlen;
     uint8_t addr[16];
+};
+struct aioxdp_flow {
+    uint8_t local_addr[16];
+    uint8_t remote_addr[16];
+    uint16_t local_port;
+    uint16_t remote_port;
 };
 
 /* linux/if_xdp.h bind flags */
@@ -116,12 +131,14 @@ struct axp_prog {
     int deny_list_fd;
     int allow_list_fd;
     int rate_buckets_fd;
+    int flows_fd;
     ...;
 };
 int axp_load(struct axp_prog *p, const char *path, int ifindex, int native, int dispatcher);
 int axp_open_attached(struct axp_prog *p, int ifindex);
 void axp_close(struct axp_prog *p);
 int axp_counters(const struct axp_prog *p, uint64_t *out);
+int axp_set_flows(const struct axp_prog *p, const struct aioxdp_flow *keys, uint32_t n, int add);
 
 /* xsk.c: AF_XDP socket */
 struct axsk_config {

@@ -56,6 +56,7 @@ struct axp_prog {
 	int deny_list_fd;
 	int allow_list_fd;
 	int rate_buckets_fd;
+	int flows_fd;
 };
 
 /* Every map of bpf/aioxdp.bpf.c, by name, and where its fd goes. */
@@ -74,6 +75,7 @@ static const struct {
 	{"deny_list", offsetof(struct axp_prog, deny_list_fd)},
 	{"allow_list", offsetof(struct axp_prog, allow_list_fd)},
 	{"rate_buckets", offsetof(struct axp_prog, rate_buckets_fd)},
+	{"flows", offsetof(struct axp_prog, flows_fd)},
 };
 #define AXP_NMAPS (sizeof(axp_maps) / sizeof(axp_maps[0]))
 
@@ -298,6 +300,25 @@ int axp_counters(const struct axp_prog *p, uint64_t *out)
 	}
 	free(percpu);
 	return err;
+}
+
+/* Adds (add != 0) or deletes the n keys of `flows` at `keys`: one call from
+ * Python per batch of connections, one syscall per key. Deleting a key that
+ * is not there is no failure. Returns how many failed (an add: the map is
+ * full, AIOXDP_MAX_FLOWS). */
+int axp_set_flows(const struct axp_prog *p, const struct aioxdp_flow *keys, uint32_t n, int add)
+{
+	const uint8_t present = 1;
+	int failed = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		int err = add ? bpf_map_update_elem(p->flows_fd, &keys[i], &present, BPF_ANY)
+			      : bpf_map_delete_elem(p->flows_fd, &keys[i]);
+
+		if (err && (add || err != -ENOENT))
+			failed++;
+	}
+	return failed;
 }
 
 /* ---- AF_XDP socket ------------------------------------------------------ */

@@ -738,3 +738,59 @@ def test_icmp_unreachable_is_a_soft_error() -> None:
     assert table.stats["icmp-soft-error"] == 2
     assert conn.state is State.ESTABLISHED and conn.mss == 1460
     assert [type(e) for e in events(table)] == []
+
+
+# --- flow changes for the XDP program's `flows` map ---------------------------------------------
+
+KEY = (SERVER, 80, CLIENT, 40000)
+
+
+def test_passive_connections_are_recorded_as_flow_changes_until_taken() -> None:
+    table = make_table()
+    table.track_flows = True
+    table.listen(ANY, 80)
+    table.receive(syn(), now=0.0)
+    # recorded on creation: before the SYN-ACK is even gathered
+    assert table.take_flow_changes() == ([KEY], [])
+    assert table.take_flow_changes() == ([], [])
+    table.segments_to_send(now=0.0)
+    table.connections[KEY].abort()
+    table.segments_to_send(now=0.1)
+    assert KEY not in table.connections
+    assert table.take_flow_changes() == ([], [KEY])
+
+
+def test_a_cookie_connection_is_recorded_and_active_opens_are_not() -> None:
+    table, _ = cookie_table()
+    table.track_flows = True
+    table.take_flow_changes()
+    table.receive(syn(40000), now=0.5)  # over the backlog: a cookie, no state, nothing recorded
+    (synack,) = table.segments_to_send(now=0.5)
+    assert table.take_flow_changes() == ([], [])
+    table.receive(seg(ACK, PEER_ISS + 1, synack.seq + 1), now=0.6)
+    assert table.take_flow_changes() == ([KEY], [])
+    table.connect((SERVER, 0), (CLIENT, 8080), now=0.7)
+    assert table.take_flow_changes() == ([], [])
+
+
+def test_the_last_flow_change_of_a_tuple_wins() -> None:
+    table = make_table()
+    table.track_flows = True
+    old, _ = to_time_wait(table)
+    table.take_flow_changes()
+    table.receive(syn(seq=PEER_ISS + 100_000), now=2.0)  # the TIME-WAIT tuple reused
+    assert table.take_flow_changes() == ([KEY], [])  # removed, then added: present
+    table.connections[KEY].abort()
+    table.receive(syn(40001), now=2.1)
+    table.segments_to_send(now=2.1)
+    table.connections[SERVER, 80, CLIENT, 40001].abort()
+    table.segments_to_send(now=2.2)
+    # one gone, one added and gone before anyone looked: both to remove
+    added, removed = table.take_flow_changes()
+    assert added == [] and sorted(removed) == [KEY, (SERVER, 80, CLIENT, 40001)]
+
+
+def test_flow_changes_are_not_recorded_unless_asked_for() -> None:
+    table = make_table()
+    established(table, 3)
+    assert table.take_flow_changes() == ([], [])
