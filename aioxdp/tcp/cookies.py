@@ -35,49 +35,24 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from siphash24 import siphash24 as _siphash24
+
 from .segment import Segment
 from .seq import MASK
 
 # --- SipHash-2-4 (Aumasson & Bernstein, "SipHash: a fast short-input PRF", 2012) ---------------
+# From the siphash24 package (C): every passive open hashes its ISN and every cookie
+# two flows, and a pure-Python SipHash took 14 µs a call here, the library 0.5 µs.
 
 _M64 = 0xFFFFFFFFFFFFFFFF
-_KEY = struct.Struct("<QQ")
-
-
-def _siprounds(v0: int, v1: int, v2: int, v3: int, rounds: int) -> tuple[int, int, int, int]:
-    for _ in range(rounds):
-        v0 = (v0 + v1) & _M64
-        v1 = ((v1 << 13) | (v1 >> 51)) & _M64 ^ v0
-        v0 = ((v0 << 32) | (v0 >> 32)) & _M64
-        v2 = (v2 + v3) & _M64
-        v3 = ((v3 << 16) | (v3 >> 48)) & _M64 ^ v2
-        v0 = (v0 + v3) & _M64
-        v3 = ((v3 << 21) | (v3 >> 43)) & _M64 ^ v0
-        v2 = (v2 + v1) & _M64
-        v1 = ((v1 << 17) | (v1 >> 47)) & _M64 ^ v2
-        v2 = ((v2 << 32) | (v2 >> 32)) & _M64
-    return v0, v1, v2, v3
 
 
 def siphash24(key: bytes, data: bytes) -> int:
-    """SipHash-2-4 of ``data`` under a 16-byte ``key``, as a 64-bit integer."""
+    """SipHash-2-4 of ``data`` under a 16-byte ``key``, as a 64-bit integer (the
+    little-endian reading of the 8-byte digest, as the XDP program computes it)."""
     if len(key) != 16:
         raise ValueError("SipHash needs a 16-byte key")
-    k0, k1 = _KEY.unpack(key)
-    v0 = k0 ^ 0x736F6D6570736575
-    v1 = k1 ^ 0x646F72616E646F6D
-    v2 = k0 ^ 0x6C7967656E657261
-    v3 = k1 ^ 0x7465646279746573
-    n = len(data)
-    body = n & ~7
-    words = list(struct.unpack_from(f"<{body >> 3}Q", data))
-    # the last word: the leftover bytes, and the message length in the top byte
-    words.append(int.from_bytes(data[body:], "little") | ((n & 0xFF) << 56))
-    for m in words:
-        v0, v1, v2, v3 = _siprounds(v0, v1, v2, v3 ^ m, 2)  # c = 2 compression rounds
-        v0 ^= m
-    v0, v1, v2, v3 = _siprounds(v0, v1, v2 ^ 0xFF, v3, 4)  # d = 4 finalization rounds
-    return v0 ^ v1 ^ v2 ^ v3
+    return _siphash24(data, key=key).intdigest() & _M64
 
 
 def derive_key(secret: bytes, label: bytes) -> bytes:
