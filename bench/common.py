@@ -22,6 +22,7 @@ killed past its bound; the topology always comes down (``with``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -85,8 +86,9 @@ def steer_napi(topo: Topology, cpu: int = SERVER_CPU) -> list[int]:
     backlog. veth has NAPI only while native XDP is attached, so call this
     once the server is ready. Returns the pinned thread ids.
     """
-    write_sys(topo, topo.server_ns, f"/sys/class/net/{topo.server_if}/threaded", "1")
-    prefix = f"napi/{topo.server_if}"[:15]  # comm is cut at 15 characters
+    ns, dev = topo.server_ns, topo.server_if
+    write_sys(topo, ns, f"/sys/class/net/{dev}/threaded", "1")
+    prefix = f"napi/{dev}"[:15]  # comm is cut at 15 characters
     pinned = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -98,6 +100,42 @@ def steer_napi(topo: Topology, cpu: int = SERVER_CPU) -> list[int]:
     if not pinned:
         raise RuntimeError(f"no {prefix}* NAPI thread to pin")
     return pinned
+
+
+def bpf_object(name: str) -> Path:
+    """c/<name>.bpf.c compiled with clang into <tmp>/aioxdp-<name>-<hash>.o (rebuilt only
+    when the source changes)."""
+    source = BENCH / "c" / f"{name}.bpf.c"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    obj = Path(tempfile.gettempdir()) / f"aioxdp-{name}-{digest}.o"
+    if not obj.exists():
+        arch = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        partial = obj.with_suffix(f".{os.getpid()}")
+        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}",
+                        "-c", str(source), "-o", str(partial)],
+                       check=True, capture_output=True)
+        partial.replace(obj)  # atomic: a parallel build never loads a half-written file
+    return obj
+
+
+def client_sink(topo: Topology) -> None:
+    """The far side of the wire for flood benchmarks: c/xdp_sink.bpf.c, native, on the
+    client veth.
+
+    Replies to a flood's spoofed sources are dropped there in XDP, as a
+    network would carry them away from a real server, instead of going up the
+    client's kernel on the core the legitimate client and the attacker share.
+    The program also gives the client veth NAPI, which a peer's native XDP_TX
+    needs. That NAPI is not threaded: it runs where the server's transmit
+    schedules it, on the server's core, as a NIC's transmit completions would
+    (dropping a frame in XDP is the cheap part there); what it passes up goes
+    on to the client core by RPS. Threaded and pinned to the client core
+    instead, every transmit batch cost the server's core a wake-up of that
+    thread (an IPI in this VM), more than the frames themselves.
+    """
+    topo.ip(topo.client_ns, "link", "set", "dev", topo.client_if, "xdpdrv", "obj",
+            str(bpf_object("xdp_sink")), "sec", "xdp")
 
 
 # -- CPU accounting -------------------------------------------------------------------------
@@ -200,6 +238,7 @@ class Server:
                     "--port", str(port), "--interface", topo.server_if, "--mode", mode,
                     "--max-seconds", str(max_seconds)]
         self.pid = 0
+        self.napi_threads: list[int] = []  # native mode: the server veth's NAPI kthreads
         self.report: dict[str, Any] = {}
         self.stderr = ""
 
@@ -209,7 +248,7 @@ class Server:
         try:
             self.pid = self._wait_ready()
             if self.mode == "native" and self.stack == "aioxdp":
-                steer_napi(self.topo)
+                self.napi_threads = steer_napi(self.topo)
         except BaseException:
             self._stop()
             raise

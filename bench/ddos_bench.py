@@ -3,7 +3,7 @@ and the kernel stack with its own SYN cookies (issue #5's experiment on the veth
 
     .venv/bin/python bench/ddos_bench.py [--quick] [--repeat 2] [--duration 10]
         [--configs kernel aioxdp-protected aioxdp-unprotected] [--flood-rates 0 ...]
-        [--cookie-threshold 1000] [--profile]
+        [--mode skb|native] [--cookie-threshold 1000] [--profile] [--output NAME]
 
 Each configuration serves aiohttp's hello world (bench/servers.py, uvloop by
 default) from a fresh server process on core 0 and gets measured wrk windows
@@ -23,50 +23,57 @@ established-looking ACKs or malformed TCP instead). Configurations:
                       SYN/s (aioxdp.protect): the flood is answered in XDP.
 
 Fairness (MACHINE-NOTES.md, bench/common.py): the server veth's receive work
-(RPS; SKB-mode XDP runs there too) is steered to core 0, where the server
-runs, so the flood costs the server's core what it would cost behind a NIC.
-XDP runs in SKB (generic) mode: in native mode a veth's XDP_TX needs NAPI on
-the peer, and without it every cookie SYN-ACK fails (ethtool -S shows them
-all as xdp_tx_errors), which would flatter protection (measured here: 1.5M
-SYN/s "answered", 204 frames reached the client).
+is steered to core 0, where the server runs, so the flood costs the server's
+core what it would cost behind a NIC: RPS for the kernel stack and SKB-mode
+XDP (--mode skb), and for native-mode XDP (--mode native) threaded NAPI with
+its kernel thread pinned to core 0 (its time is reported apart: "NAPI
+threads"). Replies to the spoofed sources are routed back to the client
+veth, where a native XDP program (c/xdp_sink.bpf.c, common.client_sink)
+drops them as a network would carry them away; it also gives the client veth
+NAPI, without which a veth drops every native XDP_TX frame of its peer (all
+cookie SYN-ACKs, counted as xdp_tx_errors). The kernel times every BPF
+program run during the benchmark (kernel.bpf_stats_enabled), so the table
+shows what the XDP program itself costs per packet, apart from veth's own
+receive and transmit work around it.
 wrk and the flood share core 1: a limitation of a 2-core machine. The flood
 runs at nice 19 (--flood-nice) so that it takes the cycles wrk leaves and the
 legitimate client is not starved by its own attacker; its achieved rate is
 reported, as is the rate the server veth actually took in (the rest is
-dropped at core 0's backlog, as a NIC's ring would drop it). Replies to the
-spoofed sources are routed back to the client namespace, which blackholes
-them, so every configuration pays for sending its SYN-ACKs.
+dropped at core 0's backlog, as a NIC's ring would drop it).
 
 Reported per configuration and window (medians over --repeat rounds,
 configurations interleaved and rotated per round): requests/s, its ratio to
 the same server's no-attack window, the protected/unprotected ratio,
 successful responses and wrk's errors, whole-machine CPU per 1000 requests
 (under attack it includes the attacker's busy core: the machine's price),
-the server core's busy share split into the server's user time (its Python)
-and softirq time (receive path, XDP, kernel TCP; tick-sampled), the flood's
-sent and delivered rates, and the XDP counters (or the kernel's SYN-cookie
-counters) per second of flood. The "max" flood rate differs between
-configurations: the client core also receives the SYN-ACKs, so a server
-that answers fewer lets the attacker send more.
+the server core's busy share split into the server's user time (its Python),
+softirq time (receive path, SKB-mode XDP, kernel TCP; tick-sampled) and the
+NAPI threads (native mode), the XDP program's own nanoseconds per packet and
+share of a core, the flood's sent and delivered rates, and the XDP counters
+(or the kernel's SYN-cookie counters) per second of flood. The "max" flood
+rate differs between configurations: a server that answers SYNs more
+cheaply leaves the attacker's core more room.
 Goal (issue #5): protected >= 90 % of its no-attack goodput and > 3.87x the
 unprotected goodput. --profile records the aioxdp servers during the first
 flood window with py-spy (on core 1) into bench/results/ddos_<config>.txt and
 tabulates their hottest functions.
 
-Output: bench/results/ddos_bench.{json,md,png}.
+Output: bench/results/OUTPUT.{json,md,png} (--output, default ddos_bench).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import json
 import platform
 import re
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +84,12 @@ from common import (
     TICK,
     Server,
     bar_chart,
+    client_sink,
     fair_topology,
     load_average,
     markdown_table,
     measure,
+    process_cpu,
     run_bounded,
     save_json,
     wrk,
@@ -120,6 +129,32 @@ def rx_packets(topo: Topology) -> int:
     return int(topo.exec(topo.server_ns, "cat", path).stdout)
 
 
+def xdp_program_runs(topo: Topology) -> tuple[int, int]:
+    """(run count, nanoseconds spent) of the XDP program on the server veth, (0, 0) with
+    none; counted while kernel.bpf_stats_enabled=1 (``bpf_stats``)."""
+    link = json.loads(topo.ip(topo.server_ns, "-j", "-d", "link", "show", "dev",
+                              topo.server_if).stdout)[0]
+    prog_id = link.get("xdp", {}).get("prog", {}).get("id")
+    if prog_id is None:
+        return 0, 0
+    info = json.loads(run_bounded(["bpftool", "-j", "prog", "show", "id", str(prog_id)],
+                                  10.0).stdout or "{}")
+    return info.get("run_cnt", 0), info.get("run_time_ns", 0)
+
+
+@contextlib.contextmanager
+def bpf_stats() -> Iterator[None]:
+    """The kernel times every BPF program run meanwhile (two clock reads a run, ~20 ns
+    here), so the benchmark can tell the XDP program's own cost from the rest."""
+    path = Path("/proc/sys/kernel/bpf_stats_enabled")
+    before = path.read_text().strip()
+    path.write_text("1")
+    try:
+        yield
+    finally:
+        path.write_text(before)
+
+
 def backlog_drops(cpu: int = SERVER_CPU) -> int:
     """Frames dropped at ``cpu``'s input backlog (/proc/net/softnet_stat, 2nd column)."""
     rows = Path("/proc/net/softnet_stat").read_text().splitlines()
@@ -142,13 +177,22 @@ def core_split(pid: int, cpu: int = SERVER_CPU) -> tuple[float, float]:
 
 def measure_split(server: Server, load: Callable[[], Any]) -> dict[str, Any]:
     """``measure``, plus the split of the server's core: the server process's user time
-    (Python), softirq (receive path, XDP, kernel TCP), the rest busy elsewhere."""
+    (Python), softirq (receive path, SKB-mode XDP, kernel TCP), and in native mode the
+    server veth's NAPI threads (native XDP runs there, not in softirq)."""
     user0, softirq0 = core_split(server.pid)
+    napi0 = sum(map(process_cpu, server.napi_threads))
+    runs0, ns0 = xdp_program_runs(server.topo)
     run = measure(server, load)
+    runs1, ns1 = xdp_program_runs(server.topo)
     user1, softirq1 = core_split(server.pid)
+    napi1 = sum(map(process_cpu, server.napi_threads))
     wall = run["wall"] or 1.0
+    run["xdp_runs_per_s"] = (runs1 - runs0) / wall
+    run["xdp_ns_per_run"] = (ns1 - ns0) / (runs1 - runs0) if runs1 > runs0 else 0.0
+    run["xdp_share"] = (ns1 - ns0) / 1e9 / wall
     run["server_user_share"] = (user1 - user0) / wall
     run["softirq_share"] = (softirq1 - softirq0) / wall
+    run["napi_share"] = (napi1 - napi0) / wall
     return run
 
 
@@ -259,7 +303,8 @@ def run_config(topo: Topology, config: str, args: argparse.Namespace) -> dict[st
         return wrk(topo, url, args.connections, args.duration)
 
     bound = args.warmup + (len(args.flood_rates) + 1) * (args.duration + 20) + 60
-    with Server(topo, "http", stack, args.loop, PORT, "skb", max_seconds=bound) as server:
+    with Server(topo, "http", stack, args.loop, PORT, args.mode,
+                max_seconds=bound) as server:
         defence = Defence(topo, config, args.cookie_threshold)
         try:
             if args.warmup:
@@ -294,10 +339,12 @@ def problems_of(config: str, run: dict[str, Any]) -> list[str]:
 
 def prepare(topo: Topology) -> None:
     """Kernel SYN cookies on; replies to the spoofed prefix go back to the client side,
-    which drops them without a word (blackhole: no ICMP back at the server)."""
+    where c/xdp_sink.bpf.c drops them (common.client_sink) as a network would take
+    them away; the blackhole route is a second net behind it (no ICMP back)."""
     topo.exec(topo.server_ns, "sysctl", "-qw", "net.ipv4.tcp_syncookies=1")
     topo.ip(topo.server_ns, "route", "add", DEFAULT_PREFIX, "via", topo.client_ip)
     topo.ip(topo.client_ns, "route", "add", "blackhole", DEFAULT_PREFIX)
+    client_sink(topo)
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
@@ -307,13 +354,13 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(["python", "bench/ddos_bench.py", *sys.argv[1:]]),
         "load_average_before": load_average(),
         "kernel": platform.release(), "python": platform.python_version(),
-        **{key: getattr(args, key) for key in ("kind", "loop", "duration", "warmup", "repeat",
-                                               "connections", "flood_rates", "flood_nice",
-                                               "cookie_threshold")},
+        **{key: getattr(args, key) for key in ("kind", "mode", "loop", "duration", "warmup",
+                                               "repeat", "connections", "flood_rates",
+                                               "flood_nice", "cookie_threshold")},
         "other_processes_before": busy_processes(),
     }
     started = time.monotonic()
-    with fair_topology() as topo:
+    with bpf_stats(), fair_topology(args.mode) as topo:
         prepare(topo)
         for round_ in range(args.repeat):
             shift = round_ % len(args.configs)
@@ -329,7 +376,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                           f"{hit['delivered_pps']:9,.0f} pps delivered, core0 "
                           f"{hit['core_busy'].get('cpu0', 0):.0%} (server user "
                           f"{hit['server_user_share']:.0%}, softirq "
-                          f"{hit['softirq_share']:.0%})  {counters_text(hit['counters_per_s'])}",
+                          f"{hit['softirq_share']:.0%}, NAPI threads "
+                          f"{hit['napi_share']:.0%}, XDP prog {hit['xdp_ns_per_run']:.0f} ns/pkt)  "
+                          f"{counters_text(hit['counters_per_s'])}",
                           file=sys.stderr, flush=True)
                 for problem in run["problems"]:
                     print(f"{'':37}PROBLEM: {problem}", file=sys.stderr, flush=True)
@@ -360,6 +409,8 @@ def medians(windows: list[dict[str, Any]]) -> dict[str, Any]:
         key: median([w[key] for w in windows])
         for key in ("rps", "requests", "machine_cpu_per_1k", "server_cpu_per_1k",
                     "server_user_share", "softirq_share")}
+    for key in ("napi_share", "xdp_ns_per_run", "xdp_share"):
+        values[key] = median([w.get(key, 0.0) for w in windows])
     values["core0_busy"] = median([w["core_busy"].get("cpu0", 0.0) for w in windows])
     errors: Counter[str] = Counter()
     for w in windows:
@@ -410,7 +461,8 @@ def counters_text(counters: dict[str, float]) -> str:
 def table(summary: dict[str, dict[str, Any]]) -> str:
     headers = ["configuration", "flood sent / delivered pps", "req/s", "÷ no attack",
                "protected ÷ unprotected", "ok responses (errors)", "machine CPU-s / 1k req",
-               "server core: busy / server user / softirq", "counters (per s)"]
+               "server core: busy / server user / softirq / NAPI threads",
+               "XDP program: ns per packet (core share)", "counters (per s)"]
     rows = []
     for config, phases in summary.items():
         windows = [("none", phases["quiet"]), *phases["attacks"].items()]
@@ -427,7 +479,8 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
                 + (f" ({errors})" if errors else ""),
                 f"{v['machine_cpu_per_1k']:.3f}",
                 f"{v['core0_busy']:.0%} / {v['server_user_share']:.0%} / "
-                f"{v['softirq_share']:.0%}",
+                f"{v['softirq_share']:.0%} / {v['napi_share']:.0%}",
+                f"{v['xdp_ns_per_run']:.0f} ({v['xdp_share']:.1%})" if v["xdp_ns_per_run"] else "-",
                 counters_text(v.get("counters_per_s", {})),
             ])
     return markdown_table(headers, rows)
@@ -455,7 +508,7 @@ def verdict(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
+def plot(summary: dict[str, dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
     rps, ratio = "req/s", "goodput ÷ no attack"
     series = {config: {"no attack": (phases["quiet"]["rps"], 1.0)}
               | {f"flood {label}": (v["rps"], v["ratio_to_quiet"])
@@ -468,9 +521,10 @@ def plot(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
                     for name, pair in s.items()},
               ratio: {f"{c}/{name}": f"{pair[1]:.1%}" for c, s in series.items()
                       for name, pair in s.items()}}
-    bar_chart(RESULTS / "ddos_bench.png",
-              f"aiohttp under a {meta['kind'].upper()} flood, server on 1 core (SKB-mode XDP), "
-              f"median of {meta['repeat']} × {meta['duration']} s ({meta['date']})",
+    bar_chart(path,
+              f"aiohttp under a {meta['kind'].upper()} flood, server on 1 core "
+              f"({meta['mode']}-mode XDP), median of {meta['repeat']} × {meta['duration']} s "
+              f"({meta['date']})",
               panels, labels)
 
 
@@ -483,6 +537,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
+    parser.add_argument("--mode", choices=("skb", "native"), default="skb",
+                        help="XDP mode of the aioxdp servers (module doc)")
+    parser.add_argument("--output", default="ddos_bench",
+                        help="results go to bench/results/OUTPUT.{json,md,png}")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--flood-rates", type=float, nargs="+", default=[0, 100000],
                         help="frames/s of each attack window in turn, 0 = the most the client "
@@ -512,15 +570,15 @@ def main() -> None:
         table(summary), verdict(summary),
         "Problems:\n" + "\n".join(problems) if problems else "",
         profiles_text(args.configs) if args.profile else "") if part)
-    save_json("ddos_bench", results)
-    (RESULTS / "ddos_bench.md").write_text(
+    save_json(args.output, results)
+    (RESULTS / f"{args.output}.md").write_text(
         f"`{meta['command']}` — {meta['date']}, load average before "
         f"{meta['load_average_before']}, after {meta['load_average_after']}; busiest processes "
         f"before: {meta['other_processes_before']}; after: {meta['other_processes_after']}"
         f"\n\n{report}\n")
-    plot(summary, meta)
+    plot(summary, meta, RESULTS / f"{args.output}.png")
     print(report)
-    print(f"\nresults in {RESULTS}/ddos_bench.{{json,md,png}}")
+    print(f"\nresults in {RESULTS}/{args.output}.{{json,md,png}}")
 
 
 if __name__ == "__main__":
