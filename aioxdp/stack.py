@@ -122,7 +122,8 @@ class NetStack:
         # attached: a workers' parent loaded the program, configured it and reserved the
         # ports (aioxdp.workers); this stack only adds its socket and listeners
         self.program = (XdpProgram.open_attached(self.iface.index) if settings.attached
-                        else XdpProgram.load(self.iface.index, mode=settings.mode))
+                        else XdpProgram.load(self.iface.index, mode=settings.mode,
+                                             max_flows=tcp.max_connections))
         self.relay: PortRelay | None = None
         try:
             # the XDP program may answer SYN floods with this table's cookies (protect.py),

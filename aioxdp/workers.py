@@ -211,7 +211,8 @@ def run_workers(target: str | Callable[..., Any], settings: Settings, workers: i
     # replace() validates: enough ports for a slice each
     base = dataclasses.replace(settings, queue=0, workers=workers, attached=True,
                                secret=settings.secret or os.urandom(32))
-    program = XdpProgram.load(iface.index, mode=settings.mode)
+    program = XdpProgram.load(iface.index, mode=settings.mode,
+                              max_flows=settings.tcp.max_connections * workers)
     try:
         for addr, _plen, _family in iface.addresses:
             program.add_local_address(addr)

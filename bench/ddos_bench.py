@@ -17,10 +17,18 @@ established-looking ACKs or malformed TCP instead). Configurations:
                       server namespace (the kernel answers with cookies once its
                       SYN queue is full);
 - aioxdp-unprotected: the bypass stack with XDP SYN cookies off (threshold
-                      None): every SYN goes up the AF_XDP socket to Python,
-                      whose table answers with its own cookies past its backlog;
+                      None) and no unknown-flow budget: every SYN and every
+                      ACK of no connection goes up the AF_XDP socket to
+                      Python, whose table answers SYNs with its own cookies
+                      past its backlog and stray ACKs with RSTs;
 - aioxdp-protected:   the same with XDP SYN cookies above --cookie-threshold
-                      SYN/s (aioxdp.protect): the flood is answered in XDP.
+                      SYN/s and the default unknown-flow budget
+                      (aioxdp.protect): a SYN flood is answered in XDP, an ACK
+                      flood of no known connection dropped there;
+- aioxdp-denied:      (not run by default) the flood's source prefix on the
+                      deny list, so XDP drops every flood frame after its
+                      first lookups: the floor of what any XDP defence costs
+                      per frame on this topology, for reading the others.
 
 Fairness (MACHINE-NOTES.md, bench/common.py): the server veth's receive work
 is steered to core 0, where the server runs, so the flood costs the server's
@@ -98,7 +106,7 @@ from flood import DEFAULT_PREFIX, Flood
 
 from aioxdp.topology import Topology
 
-CONFIGS = ["kernel", "aioxdp-protected", "aioxdp-unprotected"]
+CONFIGS = ["kernel", "aioxdp-protected", "aioxdp-unprotected", "aioxdp-denied"]
 PORT = 8080
 PY_SPY = Path(sys.executable).parent / "py-spy"
 SETTLE = 1.0  # seconds of flood before the measured window: the attack is in full swing
@@ -215,7 +223,13 @@ class Defence:
 
         with topo.server():
             self.handle = XdpProtection.attach(topo.server_if)
-        self.handle.syn_cookies(threshold if config == "aioxdp-protected" else None)
+        if config == "aioxdp-protected":
+            self.handle.syn_cookies(threshold)  # the unknown-flow budget stays at its default
+        elif config == "aioxdp-denied":
+            self.handle.deny(DEFAULT_PREFIX)
+        else:
+            self.handle.syn_cookies(None)
+            self.handle.unknown_flow_rate(None)
 
     def counters(self, topo: Topology) -> dict[str, int]:
         return kernel_counters(topo) if self.handle is None else dict(self.handle.counters())
@@ -535,7 +549,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured window")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
+    parser.add_argument("--configs", nargs="+", default=CONFIGS[:3], choices=CONFIGS)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
     parser.add_argument("--mode", choices=("skb", "native"), default="skb",
                         help="XDP mode of the aioxdp servers (module doc)")

@@ -913,6 +913,9 @@ static __always_inline int unknown_flow_allowed(struct aioxdp_config *cfg, __u64
 static __always_inline int screen_flow(struct aioxdp_config *cfg, struct flow_input *in,
 				       struct tcphdr *tcp, __u8 flags, __u64 now)
 {
+	/* no budget: nothing below could drop, so nothing is worth a lookup */
+	if (cfg->unknown_flows == AIOXDP_UNKNOWN_PASS)
+		return -1;
 	if (known_flow(in)) {
 		count(AIOXDP_CNT_FLOW_HIT);
 		return -1;

@@ -137,6 +137,19 @@ def test_ours_without_a_socket_is_passed_and_counted(topology: Topology) -> None
             assert prog.counters()["redirect_no_socket"] >= 1
 
 
+def test_load_sizes_the_flows_map(topology: Topology) -> None:
+    """``max_flows`` sizes ``flows`` (the stack passes its max_connections, so the map's
+    buckets, which every SYN in cookie mode looks into, are no bigger than needed):
+    it takes that many connections and no more."""
+    with topology.server():
+        ifindex = socket.if_nametoindex(topology.server_if)
+        with XdpProgram.load(ifindex, max_flows=8) as prog:
+            local = packed_address(topology.server_ip)
+            flows = [(local, 80, bytes([198, 18, 9, i]), 40000) for i in range(9)]
+            assert prog.add_flows(flows) == 1
+            assert len(prog.flows()) == 8
+
+
 def test_truncated_headers_and_first_fragments_are_dropped(stack: Stack) -> None:
     t, prog = stack.topo, stack.prog
     prog.add_local_address(packed_address(t.server_ip))

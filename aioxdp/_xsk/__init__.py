@@ -188,9 +188,15 @@ class XdpProgram:
         mode: str = "skb",
         attach: str = "link",
         path: str | os.PathLike[str] | None = None,
+        max_flows: int = 0,
     ) -> XdpProgram:
         """Load the program and attach it to ``ifindex`` in SKB (generic) or
-        native (driver) mode; raises OSError when the kernel refuses."""
+        native (driver) mode; raises OSError when the kernel refuses.
+
+        ``max_flows`` sizes the ``flows`` map (the passive connections of every
+        stack sharing the program; 0: the object's AIOXDP_MAX_FLOWS): a map no
+        bigger than needed keeps the lookup each SYN pays in cookie mode in
+        cache."""
         if mode not in ("skb", "native"):
             raise ValueError(f"mode must be 'skb' or 'native', not {mode!r}")
         if attach not in ("link", "dispatcher"):
@@ -201,8 +207,10 @@ class XdpProgram:
         if not obj.exists():
             raise FileNotFoundError(f"{obj}: build it with `pip install -e .`")
         prog = ffi.new("struct axp_prog *")
+        if not 0 <= max_flows < 2**31:
+            raise ValueError(f"max_flows must be in [0, 2**31), not {max_flows}")
         ret = lib.axp_load(prog, os.fsencode(obj), ifindex, mode == "native",
-                           attach == "dispatcher")
+                           attach == "dispatcher", max_flows)
         busy = ret in (-errno.EBUSY, -errno.EEXIST)
         hint = " (another XDP program is attached there)" if busy else ""
         _check(ret, f"attaching {obj.name} to ifindex {ifindex} ({mode}, {attach}){hint}")
@@ -292,7 +300,7 @@ class XdpProgram:
         """Connections the stack accepted from a listener: their segments pass XDP
         without a cookie check or the unknown-flow budget. One C call for the batch.
         Returns how many could not be added because the map is full
-        (AIOXDP_MAX_FLOWS); those connections' segments count as unknown flows."""
+        (``load``'s max_flows); those connections' segments count as unknown flows."""
         return self._set_flows(flows, True)
 
     def remove_flows(self, flows: Sequence[Flow]) -> None:

@@ -42,6 +42,7 @@ class XdpProgram:
         mode: str = "skb",
         attach: str = "link",
         path: str | os.PathLike[str] | None = None,
+        max_flows: int = 0,
     ) -> XdpProgram: ...
     @classmethod
     def open_attached(cls, ifindex: int) -> XdpProgram: ...

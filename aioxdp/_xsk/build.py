@@ -134,7 +134,8 @@ struct axp_prog {
     int flows_fd;
     ...;
 };
-int axp_load(struct axp_prog *p, const char *path, int ifindex, int native, int dispatcher);
+int axp_load(struct axp_prog *p, const char *path, int ifindex, int native, int dispatcher,
+             uint32_t max_flows);
 int axp_open_attached(struct axp_prog *p, int ifindex);
 void axp_close(struct axp_prog *p);
 int axp_counters(const struct axp_prog *p, uint64_t *out);
