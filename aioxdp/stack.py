@@ -234,10 +234,16 @@ class NetStack:
             self.loop.call_soon(self._service)
 
     def _service(self) -> None:
-        self._flush_scheduled = False
         if self._closed:
+            self._flush_scheduled = False
             return
-        self._dispatch_events()
+        # Writes from the protocol callbacks dispatched here are flushed below:
+        # they need no wakeup of their own (a second, empty service per batch).
+        self._flush_scheduled = True
+        try:
+            self._dispatch_events()
+        finally:
+            self._flush_scheduled = False
         self._flush()
         self._arm_timer()
 
@@ -254,7 +260,7 @@ class NetStack:
         timer), so a timer already armed at or before the new deadline is
         kept: when it fires early, the core has nothing due and we re-arm.
         That spares the loop a cancelled handle per iteration."""
-        deadline = self.table.get_timer()
+        deadline = self.table.get_timer_bound()  # early at worst: see its docstring
         if deadline is None:
             return
         armed = self._timer_deadline

@@ -247,6 +247,8 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
         return max(0, self._conn.send_buffer_size - SEND_BUFFER)
 
     def _maybe_pause_protocol(self) -> None:
+        if self._conn.send_buffer_size <= SEND_BUFFER + self._high_water:
+            return  # get_write_buffer_size() <= high water: the mix-in would do nothing
         super()._maybe_pause_protocol()  # type: ignore[misc]
         if self._protocol_paused:
             # ask the core for one SendBufferDrained when we fall to the low mark

@@ -331,9 +331,12 @@ class Connection(Timers):
         self._last_rcv = now
         # Header prediction: established, expected flags, in order, same
         # window, a fresh timestamp, no recovery or retransmission under way.
-        if (self.state is ESTABLISHED and seg.flags in _FAST_FLAGS and seg.seq == self.rcv_nxt
+        sseq = seg.seq
+        rcv_nxt = self.rcv_nxt
+        snd_max = self.snd_max
+        if (sseq == rcv_nxt and self.state is ESTABLISHED and seg.flags in _FAST_FLAGS
                 and (seg.window << self.snd_wscale) == self.snd_wnd
-                and self.snd_nxt == self.snd_max and not self._in_recovery and not seg.sack):
+                and self.snd_nxt == snd_max and not self._in_recovery and not seg.sack):
             ts = seg.ts
             if ts is None or (self._ts_ok and ((ts[0] - self._ts_recent) & MASK) < sq.HALF):
                 payload = seg.payload
@@ -342,29 +345,30 @@ class Connection(Timers):
                 una = self.snd_una
                 if n == 0:
                     # A pure ACK of new data (RFC 9293 §3.10.7.4 fifth, common case).
-                    if ack != una and ((ack - una) & MASK) <= ((self.snd_max - una) & MASK):
-                        if ts is not None and seg.seq == self._last_ack_sent:
+                    if ack != una and ((ack - una) & MASK) <= ((snd_max - una) & MASK):
+                        if ts is not None and sseq == self._last_ack_sent:
                             self._ts_recent = ts[0]  # RFC 7323 §4.3
                             self._ts_recent_time = now
-                        self.snd_wl1 = seg.seq
+                        self.snd_wl1 = sseq
                         self.snd_wl2 = ack
                         self._new_ack(ack, ts, now)
                         return
-                elif (not self._rx_slow and n <= ((self.rcv_adv - self.rcv_nxt) & MASK)
-                      and ((ack - una) & MASK) <= ((self.snd_max - una) & MASK)):
+                elif (not self._rx_slow and n <= ((self.rcv_adv - rcv_nxt) & MASK)
+                      and ((ack - una) & MASK) <= ((snd_max - una) & MASK)):
                     # In-order data, acknowledging nothing new (bulk receive) or new
                     # data of ours (request/response): ACK first, then text (RFC 9293
                     # §3.10.7.4 fifth and seventh); in ESTABLISHED the ACK moves no state.
-                    if ts is not None and seg.seq == self._last_ack_sent:
+                    if ts is not None and sseq == self._last_ack_sent:
                         self._ts_recent = ts[0]
                         self._ts_recent_time = now
                     if ack != una:
-                        self.snd_wl1 = seg.seq
+                        self.snd_wl1 = sseq
                         self.snd_wl2 = ack
                         self._new_ack(ack, ts, now)
-                    self.rcv_nxt = (self.rcv_nxt + n) & MASK
+                    self.rcv_nxt = (rcv_nxt + n) & MASK
                     self._rcv_off += n
-                    self.events.append(DataReceived(self, bytes(payload)))
+                    self.events.append(DataReceived(
+                        self, payload if type(payload) is bytes else bytes(payload)))
                     self._ack_policy(n, now)
                     return
         self._receive_slow(seg, now)
@@ -595,7 +599,7 @@ class Connection(Timers):
 
     def _ts_sample(self, tsecr: int, now: float) -> float | None:
         """RFC 7323 §4: RTT from the echoed timestamp (milliseconds)."""
-        delta = (self._ts_now(now) - tsecr) & MASK
+        delta = ((int(now * 1000) + self._ts_offset) - tsecr) & MASK  # _ts_now(now) - tsecr
         if delta >= sq.HALF:
             return None
         rtt = delta / 1000.0
@@ -606,19 +610,22 @@ class Connection(Timers):
         """SND.UNA advances: free the buffer, sample the RTT, move the
         congestion window, handle the states our FIN's ACK moves."""
         una = self.snd_una
+        snd_max = self.snd_max
         acked = (ack - una) & MASK
-        in_flight = (self.snd_max - una) & MASK
+        in_flight = (snd_max - una) & MASK
         self.snd_una = ack
         if ((self.snd_nxt - ack) & MASK) >= sq.HALF:
             self.snd_nxt = ack  # a probe byte or go-back-N: never send below SND.UNA
         # Free acknowledged data (the SYN and FIN take sequence space, not buffer).
         buf = self._sendbuf
-        freed = (ack - self._snd_base) & MASK
+        snd_base = self._snd_base
+        freed = (ack - snd_base) & MASK
         if freed < sq.HALF and freed:
-            if freed > len(buf):
-                freed = len(buf)
+            buffered = len(buf)
+            if freed > buffered:
+                freed = buffered
             buf.consume(freed)
-            self._snd_base = (self._snd_base + freed) & MASK
+            self._snd_base = (snd_base + freed) & MASK
         # RTT, one sample per round trip: when the ACK covers the timed mark,
         # from the echoed timestamp (RFC 7323 §4, valid for retransmissions
         # too) or, without timestamps, from the clock (Karn: the mark is
@@ -638,7 +645,9 @@ class Connection(Timers):
             self._rtt.reset_backoff()
             self._rto = self._rtt.rto
         # Congestion control and recovery.
-        eifel, self._eifel_ts = self._eifel_ts, None
+        eifel = self._eifel_ts
+        if eifel is not None:
+            self._eifel_ts = None
         if (eifel is not None and self._in_recovery and ts is not None and ts[1]
                 and sq.lt(ts[1], eifel) and self._cc.undo(now=now)):
             self._in_recovery = False  # RFC 3522: the original arrived; RFC 4015 response
@@ -662,7 +671,7 @@ class Connection(Timers):
                 self._recover = (ack - 1) & MASK  # keep it comparable across wrap-around
         self._dupacks = 0
         # RFC 6298 §5.2/§5.3: restart the timer while data is outstanding.
-        if ack == self.snd_max:
+        if ack == snd_max:
             self._t_rto = INF
         else:
             self._t_rto = now + self._rto

@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import seq as sq
 from .options import MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, sack_option_len
 from .segment import ACK, FIN, PSH, RST, SYN, Segment
+from .seq import HALF
 from .tcb import CLOSED, INF, MASK, SENDING, SYN_RECEIVED, SYN_SENT, Tcb
 
 
@@ -51,19 +52,23 @@ class Output(Tcb):
 
     def _make(self, sseq: int, flags: int, payload: bytes, now: float | None = None) -> Segment:
         """A segment from us with the current ACK, window and options."""
-        seg = Segment(self.local[0], self.remote[0], self.local[1], self.remote[1], sseq,
-                      self.rcv_nxt if flags & ACK else 0, flags,
+        local = self.local
+        remote = self.remote
+        rcv_nxt = self.rcv_nxt
+        seg = Segment(local[0], remote[0], local[1], remote[1], sseq,
+                      rcv_nxt if flags & ACK else 0, flags,
                       self._window_field() if not flags & SYN else min(self.config.rcv_buf,
                                                                         0xFFFF),
                       payload)
         if flags & ACK:
-            self._last_ack_sent = self.rcv_nxt
+            self._last_ack_sent = rcv_nxt
             self._ack_now = False
             self._t_delack = INF
             self._rcv_unacked = 0
         if self._ts_ok and now is not None and not flags & RST:
-            seg.ts = (self._ts_now(now), self._ts_recent)
-        if self._sack_ok and self._ooo and not flags & (SYN | RST):
+            seg.ts = ((int(now * 1000) + self._ts_offset) & MASK, self._ts_recent)  # _ts_now
+        # (out-of-order data queued implies _rx_slow: a cheap test first)
+        if self._rx_slow and self._sack_ok and self._ooo and not flags & (SYN | RST):
             seg.sack = self._sack_blocks(MAX_SACK_BLOCKS if seg.ts is None
                                          else MAX_SACK_BLOCKS_WITH_TS)
         return seg
@@ -128,35 +133,38 @@ class Output(Tcb):
         """Send data and FIN as the windows allow (RFC 9293 §3.8.6.2.1 sender
         SWS avoidance, §3.7.4 Nagle, RFC 5681 cwnd, RFC 6582 recovery)."""
         mss = self._seg_payload
-        if self._sack_ok and self._ooo:
+        if self._rx_slow and self._sack_ok and self._ooo:
             # MUST-16: SACK blocks we carry eat into the payload.
             limit = MAX_SACK_BLOCKS_WITH_TS if self._ts_ok else MAX_SACK_BLOCKS
             mss -= sack_option_len(min(len(self._ooo), limit))
         buf = self._sendbuf
+        buffered = len(buf)
         una = self.snd_una
+        snd_base = self._snd_base
         fin_seq = self._fin_seq
         sb = self._sb
         if self._rexmit_una:
             # Fast retransmit / partial ACK (RFC 5681 §3.2, RFC 6582 §3.2,
             # RFC 6675 §5 step 4.2: the first segment presumed dropped).
             self._rexmit_una = False
-            n = min(mss, len(buf) - sq.sub(una, self._snd_base))
+            n = min(mss, buffered - sq.sub(una, snd_base))
             if n > 0 or fin_seq == una:
                 self._retransmit(out, una, max(n, 0), now)
         sack_recovery = self._in_recovery and sb is not None
         if sack_recovery:
             self._sack_retransmit(out, mss, now)
         if (una == self.snd_max and now - self._last_send > self._rto
-                and len(buf) > sq.sub(una, self._snd_base)):
+                and buffered > sq.sub(una, snd_base)):
             # RFC 5681 §4.1: new data after an idle period longer than the RTO.
             self._cc.on_idle_restart(now=now, rto=self._rto)
             self._last_send = now
         force = self._force_send
         self._force_send = False
-        end = sq.add(self._snd_base, len(buf))
+        end = (snd_base + buffered) & MASK
+        cc = self._cc
         while True:
             nxt = self.snd_nxt
-            avail = sq.sub(end, nxt)
+            avail = ((end - nxt + HALF) & MASK) - HALF  # seq.sub(end, nxt)
             if avail <= 0:
                 # The FIN, like data, waits for room in the window (a closed
                 # window is probed by the persist timer, FIN included).
@@ -171,16 +179,20 @@ class Output(Tcb):
                 # RFC 6675 §5 step (C) rule 2: new data while pipe allows.
                 in_flight = sb.pipe(una, self.snd_max, self._high_rxt, mss)
             else:
-                in_flight = sq.sub(nxt, una)
-            cwnd = self._cc.cwnd + self._inflate
+                in_flight = ((nxt - una + HALF) & MASK) - HALF
+            cwnd = cc.cwnd + self._inflate
             if cwnd < mss:
                 cwnd = mss
-            wnd_room = sq.sub(sq.add(una, self.snd_wnd), nxt)
-            room = min(wnd_room, cwnd - in_flight)
-            n = min(avail, mss, room)
+            wnd_room = ((una + self.snd_wnd - nxt + HALF) & MASK) - HALF
+            room = cwnd - in_flight
+            if wnd_room < room:
+                room = wnd_room
+            n = avail if avail < mss else mss
+            if room < n:
+                n = room
             # Data sent before (go-back-N after a timeout) is resent as the
             # window allows: SWS avoidance and Nagle shape only new data.
-            resend = sq.lt(nxt, self.snd_max)
+            resend = nxt != self.snd_max and sq.lt(nxt, self.snd_max)
             if n < mss and n < avail:
                 # RFC 9293 §3.8.6.2.1: neither a full segment nor all that is
                 # queued fits; send only at least half the peer's largest
@@ -196,7 +208,7 @@ class Output(Tcb):
                 break  # Nagle (RFC 9293 §3.7.4): one small segment in flight at a time
             fin = fin_seq is not None and n == avail
             out.append(self._data_segment(nxt, n, now, fin))
-            self._sent(sq.add(nxt, n + 1 if fin else n), now, retransmit=resend)
+            self._sent((nxt + n + 1 if fin else nxt + n) & MASK, now, retransmit=resend)
             if fin:
                 break
         # Data waits with nothing in flight: the persist timer will probe the
@@ -272,7 +284,7 @@ class Output(Tcb):
         """Bookkeeping after sending up to ``new_nxt``: SND.MAX, the RTO timer
         (RFC 6298 §5.1), and Karn's timed segment."""
         self.snd_nxt = new_nxt
-        if sq.gt(new_nxt, self.snd_max):
+        if 0 < ((new_nxt - self.snd_max) & MASK) < HALF:  # seq.gt(new_nxt, SND.MAX)
             self.snd_max = new_nxt
             if self._rtt_seq is None and not retransmit:
                 self._rtt_seq = new_nxt

@@ -23,7 +23,7 @@ class RttEstimator:
     """
 
     __slots__ = ("_minimum", "_maximum", "_granularity", "_base", "_backoff",
-                 "srtt", "rttvar", "min_rtt", "latest_rtt")
+                 "srtt", "rttvar", "min_rtt", "latest_rtt", "rto")
 
     def __init__(self, *, initial: float, minimum: float, maximum: float,
                  granularity: float = 0.001) -> None:
@@ -39,6 +39,7 @@ class RttEstimator:
         self.rttvar: float | None = None
         self.min_rtt: float | None = None
         self.latest_rtt: float | None = None
+        self.rto = self._compute_rto()
 
     def sample(self, rtt: float) -> None:
         """Fold in one measurement R (seconds).
@@ -62,10 +63,11 @@ class RttEstimator:
             self.srtt = (1 - ALPHA) * self.srtt + ALPHA * rtt
         self._base = self.srtt + max(self._granularity, K * self.rttvar)
         self._backoff = 0
+        self.rto = self._compute_rto()
 
-    @property
-    def rto(self) -> float:
-        """Current RTO: base value doubled per back-off, clamped (RFC 6298 §2.4, §2.5, §5.5)."""
+    def _compute_rto(self) -> float:
+        """The RTO: base value doubled per back-off, clamped (RFC 6298 §2.4, §2.5,
+        §5.5). Kept in ``rto``, which the connection reads on every ACK."""
         # Clamp before doubling so that a huge back-off count cannot overflow.
         rto = min(max(self._base, self._minimum), self._maximum)
         for _ in range(self._backoff):
@@ -83,8 +85,11 @@ class RttEstimator:
         """The retransmission timer expired: double the RTO (RFC 6298 §5.5)."""
         if self.rto < self._maximum:
             self._backoff += 1
+            self.rto = self._compute_rto()
 
     def reset_backoff(self) -> None:
         """Forget the back-off without a new sample (e.g. new data acknowledged
         while Karn's rule forbids sampling, RFC 6298 §5 note)."""
-        self._backoff = 0
+        if self._backoff:
+            self._backoff = 0
+            self.rto = self._compute_rto()

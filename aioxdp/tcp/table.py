@@ -15,6 +15,11 @@ Rules of this file:
   if it matches ``_deadlines[conn]``), and output is gathered only from
   connections marked dirty (by the table after input or a timer, or by
   ``Connection.wake`` after an application call).
+- A connection's heap entry is a lower bound of its deadline, not always the
+  deadline: a deadline that moves later (every ACK restarts the retransmission
+  timer, every reply cancels the delayed ACK) leaves the entry where it is, and
+  the entry is re-filed only when it reaches the top of the heap. So a busy
+  connection costs a heap push per timer period, not two per round trip.
 - Connections in CLOSED leave the table when their last output is gathered.
 - Limits are counted in ``stats``, never raised from ``receive``; ``connect``
   raises OSError when the table is full or the tuple is taken (TCP-CHECKLIST 24).
@@ -32,10 +37,11 @@ from collections import Counter, deque
 
 from . import seq as sq
 from .config import TcpConfig
-from .connection import Connection, State, receive_window_scale
+from .connection import Connection, receive_window_scale
 from .cookies import CookieSecrets, check_cookie, derive_key, flow_hash32, isn, make_cookie
 from .events import ConnectionClosed, ConnectionEstablished, Event
 from .segment import ACK, FIN, RST, SYN, Segment
+from .tcb import CLOSED, SYN_RECEIVED, TIME_WAIT
 from .wire import IcmpError
 
 Key = tuple[bytes, int, bytes, int]
@@ -158,7 +164,7 @@ class ConnectionTable:
             local = (local[0], self.allocate_port(local[0], remote))
         key = (local[0], local[1], remote[0], remote[1])
         old = self.connections.get(key)
-        if old is not None and old.state is not State.CLOSED:
+        if old is not None and old.state is not CLOSED:
             raise OSError(errno.EADDRINUSE, "connection tuple in use")
         if len(self.connections) >= self.config.max_connections:
             self.stats["max-connections"] += 1
@@ -188,8 +194,8 @@ class ConnectionTable:
         """One arriving segment: to its connection, else to a listener, else RST."""
         key = (seg.dst, seg.dport, seg.src, seg.sport)
         conn = self.connections.get(key)
-        if conn is not None and conn.state is not State.CLOSED:
-            if (seg.flags & (SYN | ACK | RST) == SYN and conn.state is State.TIME_WAIT
+        if conn is not None and conn.state is not CLOSED:
+            if (seg.flags & (SYN | ACK | RST) == SYN and conn.state is TIME_WAIT
                     and conn.accepts_new_syn(seg)):
                 listener = self._find_listener(seg)
                 if listener is not None:
@@ -200,7 +206,9 @@ class ConnectionTable:
                     self._listen_input(listener, seg, now, iss)
                     return
             conn.receive(seg, now=now)
-            self._activity(conn)
+            self._dirty[conn] = None  # self._activity(conn), inlined: once per segment
+            if self._half_open:
+                self._settle(conn)
             return
         listener = self._find_listener(seg)
         if listener is None:
@@ -216,7 +224,7 @@ class ConnectionTable:
         that never abort it (RFC 1122 §4.2.3.9, RFC 5461)."""
         key = (err.local_addr, err.local_port, err.remote_addr, err.remote_port)
         conn = self.connections.get(key)
-        if conn is None or conn.state is State.CLOSED:
+        if conn is None or conn.state is CLOSED:
             self.stats["icmp-no-connection"] += 1
             return
         mtu = err.mtu
@@ -334,8 +342,9 @@ class ConnectionTable:
         self._dirty = {}
         for conn in dirty:
             out += conn.segments_to_send(now=now)
-            self._settle(conn)
-            if conn.state is State.CLOSED:
+            if self._half_open:
+                self._settle(conn)
+            if conn.state is CLOSED:
                 self._remove(conn)
             else:
                 self._touch(conn)
@@ -377,14 +386,29 @@ class ConnectionTable:
 
     def get_timer(self) -> float | None:
         """The earliest deadline of any connection."""
+        while (bound := self.get_timer_bound()) is not None:
+            _, _, conn = self._heap[0]
+            deadline = conn.get_timer()
+            if deadline == bound:
+                return bound
+            heapq.heappop(self._heap)
+            self._file(conn, deadline)  # the deadline moved later: re-file it
+        return None
+
+    def get_timer_bound(self) -> float | None:
+        """A time at or before the earliest deadline of any connection (None when
+        none has a timer): ``get_timer`` without bringing up to date the entries of
+        connections whose deadline moved later, which under load is nearly all of
+        them. An event loop may arm its timer here: woken early, ``handle_timer``
+        fires nothing that is not due and files such entries anew."""
         for conn in self._dirty:
             self._touch(conn)
         heap = self._heap
         deadlines = self._deadlines
         while heap:
-            deadline, _, conn = heap[0]
-            if deadlines.get(conn) == deadline:
-                return deadline
+            bound, _, conn = heap[0]
+            if deadlines.get(conn) == bound:
+                return bound
             heapq.heappop(heap)  # stale: the connection's timer moved or it is gone
         return None
 
@@ -394,10 +418,14 @@ class ConnectionTable:
         deadlines = self._deadlines
         due = []
         while heap and heap[0][0] <= now:
-            deadline, _, conn = heapq.heappop(heap)
-            if deadlines.get(conn) == deadline:
-                del deadlines[conn]
-                due.append(conn)
+            bound, _, conn = heapq.heappop(heap)
+            if deadlines.get(conn) == bound:
+                deadline = conn.get_timer()
+                if deadline is not None and deadline <= now:
+                    del deadlines[conn]
+                    due.append(conn)
+                else:
+                    self._file(conn, deadline)  # only the bound was due
         for conn in due:
             conn.handle_timer(now=now)
             self._activity(conn)
@@ -437,33 +465,43 @@ class ConnectionTable:
         self._dirty[conn] = None
 
     def _activity(self, conn: Connection) -> None:
-        """After input or a timer: output may be due, the timer may have moved."""
+        """After input or a timer: output may be due, the timer may have moved
+        (a dirty connection's timer is looked at when its output is gathered,
+        or by ``get_timer``)."""
         self._dirty[conn] = None
-        self._settle(conn)
-        self._touch(conn)
+        if self._half_open:
+            self._settle(conn)
 
     def _settle(self, conn: Connection) -> None:
         """Free a backlog slot once a handshake completes or fails."""
-        if conn.state is not State.SYN_RECEIVED:
+        if conn.state is not SYN_RECEIVED:
             listener = self._half_open.pop(conn, None)
             if listener is not None:
                 listener.syn_received -= 1
 
     def _touch(self, conn: Connection) -> None:
-        """Re-register conn's deadline if it changed; the old heap entry goes stale."""
+        """File conn's deadline if it moved earlier than its heap entry (or has
+        none); one that moved later keeps its entry as a lower bound."""
         deadline = conn.get_timer()
-        if deadline == self._deadlines.get(conn):
-            return
         if deadline is None:
-            del self._deadlines[conn]
+            return  # an entry left behind is dropped when it reaches the top
+        bound = self._deadlines.get(conn)
+        if bound is None or deadline < bound:
+            self._file(conn, deadline)
+            if len(self._heap) > 2 * len(self._deadlines) + _HEAP_SLACK:
+                # Too many stale entries (deadlines far out that moved earlier):
+                # rebuild from the current ones.
+                self._heap = [(d, next(self._tiebreak), c) for c, d in self._deadlines.items()]
+                heapq.heapify(self._heap)
+
+    def _file(self, conn: Connection, deadline: float | None) -> None:
+        """Give conn one current heap entry at ``deadline`` (none for None); any
+        older entry goes stale."""
+        if deadline is None:
+            self._deadlines.pop(conn, None)
             return
         self._deadlines[conn] = deadline
-        heap = self._heap
-        heapq.heappush(heap, (deadline, next(self._tiebreak), conn))
-        if len(heap) > 2 * len(self._deadlines) + _HEAP_SLACK:
-            # Too many stale entries (deadlines far out that moved): rebuild from the truth.
-            self._heap = [(d, next(self._tiebreak), c) for c, d in self._deadlines.items()]
-            heapq.heapify(self._heap)
+        heapq.heappush(self._heap, (deadline, next(self._tiebreak), conn))
 
     def _remove(self, conn: Connection) -> None:
         key = (conn.local[0], conn.local[1], conn.remote[0], conn.remote[1])

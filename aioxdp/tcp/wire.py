@@ -90,6 +90,13 @@ _SACKOK_TS_WORD = 0x0402080A
 _ETH_IPV4_OUT = struct.Struct("!HBBHHHBBH4s4s")
 _ETH_IPV6_OUT = struct.Struct("!HIHBB16s16s")
 _IP_DF = 0x4000
+# The common frame, whole: Ethernet, a 20-byte IPv4 header, TCP with NOP NOP TS and nothing
+# else (what Linux and this stack put on every data and ACK segment). One struct call reads
+# or writes all its headers; anything else takes the general path.
+_ETH_IPV4_TCP_TS = struct.Struct("!12xHBxHxxHxB2x4s4sHHIIBBH2xHIII")
+_ETH_IPV4_TCP_TS_OUT = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIBBHHHIII")
+_TS_FRAME_LEN = _ETH_IPV4_TCP_TS.size  # 66
+_TS_DOFF = (TCP_HLEN + 12) >> 2
 
 _Options = tuple[int | None, int | None, bool, tuple[tuple[int, int], ...], tuple[int, int] | None]
 _NO_OPTIONS: _Options = (None, None, False, (), None)
@@ -159,6 +166,24 @@ def parse_frame(
     single bytes are read by index).
     """
     n = len(frame)
+    if n >= _TS_FRAME_LEN:
+        (ethertype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff, flags,
+         window, urgent, word, tsval, tsecr) = _ETH_IPV4_TCP_TS.unpack_from(frame)
+        end = ETH_HLEN + total
+        if (ethertype == ETH_P_IP and vihl == 0x45 and proto == IPPROTO_TCP
+                and not frag & 0x3FFF and doff >> 4 == _TS_DOFF and word == _TS_ALIGNED_WORD
+                and _TS_FRAME_LEN <= end <= n
+                and (not verify_checksum or (
+                    _sum_ok(frame[ETH_HLEN:ETH_HLEN + IPV4_HLEN], 0)
+                    and _sum_ok(frame[ETH_HLEN + IPV4_HLEN:end],
+                                pseudo_header_sum(src, dst, total - IPV4_HLEN))))):
+            # The common segment, well formed: the general path below parses
+            # anything else, and counts what it drops.
+            payload = frame[_TS_FRAME_LEN:end]
+            if type(payload) is not bytes:
+                payload = bytes(payload)
+            return Segment(src, dst, sport, dport, seq, ack, flags, window, payload,
+                           urgent=urgent, ts=(tsval, tsecr))
     ethertype, off = _link_header(frame, n)
     if ethertype == ETH_P_IP:
         return _parse_ipv4(frame, off, n, verify_checksum, drops)
@@ -519,6 +544,25 @@ def write_frame(
     With ``checksum=False`` the IPv4 header and TCP checksum fields stay 0, for a
     transmit path that fills them in C. ``ttl`` is the IPv6 hop limit too.
     """
+    src = seg.src
+    ts = seg.ts
+    if (ts is not None and len(src) == 4 and seg.mss is None and seg.wscale is None
+            and not seg.sack_permitted and not seg.sack and len(seg.dst) == 4
+            and len(src_mac) == 6 and len(dst_mac) == 6):
+        # The common segment (timestamps only, IPv4): all headers in one struct call.
+        payload = seg.payload
+        length = _TS_FRAME_LEN + len(payload)
+        if offset < 0 or offset + length > len(buf):
+            raise ValueError(f"frame of {length} bytes does not fit at offset {offset}")
+        tcp_len = length - ETH_HLEN - IPV4_HLEN
+        _ETH_IPV4_TCP_TS_OUT.pack_into(
+            buf, offset, dst_mac, src_mac, ETH_P_IP, 0x45, 0, length - ETH_HLEN, 0, _IP_DF, ttl,
+            IPPROTO_TCP, 0, src, seg.dst, seg.sport, seg.dport, seg.seq, seg.ack, _TS_DOFF << 4,
+            seg.flags, seg.window, 0, seg.urgent, _TS_ALIGNED_WORD, ts[0], ts[1])
+        buf[offset + _TS_FRAME_LEN:offset + length] = payload
+        if checksum:
+            _fill_checksums(buf, offset + ETH_HLEN, src, seg.dst, tcp_len)
+        return length
     options = encode_options(seg)
     length = frame_length(seg, options)
     if offset < 0 or offset + length > len(buf):
@@ -536,8 +580,6 @@ def write_frame(
     if len(seg.src) == 4:
         _ETH_IPV4_OUT.pack_into(buf, ip - 2, ETH_P_IP, 0x45, 0, IPV4_HLEN + tcp_len, 0, _IP_DF,
                                 ttl, IPPROTO_TCP, 0, seg.src, seg.dst)
-        if checksum:
-            _U16.pack_into(buf, ip + 10, _checksum(buf[ip:ip + IPV4_HLEN]))
         t = ip + IPV4_HLEN
     else:
         _ETH_IPV6_OUT.pack_into(buf, ip - 2, ETH_P_IPV6, 0x60000000, tcp_len, IPPROTO_TCP, ttl,
@@ -548,12 +590,19 @@ def write_frame(
     buf[t + TCP_HLEN:t + thl] = options
     buf[t + thl:t + tcp_len] = seg.payload
     if checksum:
-        pseudo = pseudo_header_sum(seg.src, seg.dst, tcp_len)
-        _U16.pack_into(buf, t + 16, _checksum(buf[t:t + tcp_len], pseudo))
+        _fill_checksums(buf, ip, seg.src, seg.dst, tcp_len)
     return length
 
 
-_checksum = checksum  # write_frame's keyword argument shadows the function's name
+def _fill_checksums(buf: bytearray | memoryview, ip: int, src: bytes, dst: bytes,
+                    tcp_len: int) -> None:
+    """The IPv4 header checksum (for IPv4) and the TCP checksum of the packet at ``ip``."""
+    if len(src) == 4:
+        _U16.pack_into(buf, ip + 10, checksum(buf[ip:ip + IPV4_HLEN]))
+        t = ip + IPV4_HLEN
+    else:
+        t = ip + IPV6_HLEN
+    _U16.pack_into(buf, t + 16, checksum(buf[t:t + tcp_len], pseudo_header_sum(src, dst, tcp_len)))
 
 
 def build_frame(seg: Segment, *, src_mac: bytes, dst_mac: bytes, checksum: bool = True,

@@ -514,7 +514,9 @@ def test_timer_heap_tracks_every_connection() -> None:
     while True:
         live = [c.get_timer() for c in table.connections.values()]
         expected = min((t for t in live if t is not None), default=None)
+        bound = table.get_timer_bound()
         assert table.get_timer() == expected
+        assert bound is None if expected is None else bound is not None and bound <= expected
         if expected is None:
             break
         # abort a few at random: their heap entries go stale
@@ -545,6 +547,27 @@ def test_timer_of_a_connection_moved_by_the_application() -> None:
     assert rto is not None and rto > 0.5
     table.receive(seg(ACK, PEER_ISS + 1, conn.snd_nxt), now=0.6)
     assert table.get_timer() is None  # acked: the stale RTO entry is skipped
+
+
+def test_busy_connection_keeps_an_early_timer_entry() -> None:
+    """A deadline that moves later leaves the heap alone: the bound fires early,
+    finds nothing due and is filed anew; get_timer stays exact throughout."""
+    table = make_table()
+    [(conn, _)] = established(table, 1)
+    conn.send(b"x")
+    table.segments_to_send(now=0.5)
+    first = table.get_timer_bound()
+    assert first is not None and first == table.get_timer() == conn.get_timer()
+    pushes = len(table._heap)
+    conn.send(b"y")
+    table.receive(seg(ACK, PEER_ISS + 1, conn.snd_nxt), now=0.6)  # acks "x": the RTO restarts
+    table.segments_to_send(now=0.6)
+    later = conn.get_timer()
+    assert later is not None and later > first
+    assert len(table._heap) == pushes and table.get_timer_bound() == first
+    table.handle_timer(now=first)  # early: nothing fires, nothing is sent
+    assert table.segments_to_send(now=first) == [] and conn.retransmits == 0
+    assert table.get_timer_bound() == table.get_timer() == later
 
 
 # --- port allocation -----------------------------------------------------------------------------

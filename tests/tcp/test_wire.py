@@ -471,6 +471,43 @@ def test_timestamp_fast_path_and_general_path_agree() -> None:
     assert fast.ts == general.ts == (11, 12)
 
 
+# --- the common frame: IPv4, NOP NOP TS, read and written with one struct call ----------------
+
+
+def ts_frame(payload: bytes = b"ping") -> bytes:
+    return tcp4_frame(bytes.fromhex("0101080a") + struct.pack("!II", 11, 12), payload,
+                      flags=ACK | PSH)
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_common_frame_parses_as_on_the_general_path(verify: bool) -> None:
+    frame = ts_frame()
+    fast = parse(frame, verify_checksum=verify)
+    assert fast.ts == (11, 12) and fast.payload == b"ping" and fast.flags == ACK | PSH
+    tagged = frame[:12] + struct.pack("!HH", 0x8100, 7) + frame[12:]  # the general path
+    assert seg_fields(fast) == seg_fields(parse(tagged, verify_checksum=verify))
+    assert seg_fields(parse(memoryview(bytearray(frame)), verify_checksum=verify)) == \
+        seg_fields(fast)
+
+
+def test_common_frame_shape_with_a_fault_is_a_counted_drop() -> None:
+    frame = bytearray(ts_frame())
+    frame[-1] ^= 1
+    assert dropped(frame) == Counter({"bad-checksum": 1})
+    frame = bytearray(ts_frame())
+    frame[24] ^= 1  # the IPv4 header checksum
+    assert dropped(frame) == Counter({"bad-ip-checksum": 1})
+    assert dropped(ts_frame()[:-1], verify_checksum=False) == Counter({"truncated": 1})
+
+
+def test_common_frame_built_byte_exact() -> None:
+    seg = Segment(CLIENT4, SERVER4, 40000, 8080, 1000, 2000, ACK | PSH, 512, b"ping", ts=(11, 12))
+    assert wire.build_frame(seg, src_mac=SRC_MAC, dst_mac=DST_MAC) == ts_frame()
+    bare = wire.build_frame(seg, src_mac=SRC_MAC, dst_mac=DST_MAC, checksum=False)
+    assert bare[24:26] == b"\0\0" and bare[34 + 16:34 + 18] == b"\0\0"
+    assert seg_fields(parse(bare, verify_checksum=False)) == seg_fields(seg)
+
+
 # --- a real Linux frame ------------------------------------------------------------------------
 
 ETH_P_ALL = 0x0003
