@@ -165,7 +165,7 @@ class NetStack:
         self.parse_drops = 0
         self.tx_stalls = 0
         self.tx_no_mac = 0  # segments dropped for want of a next-hop MAC
-        self.flows_not_added = 0  # passive connections the full `flows` map could not take
+        self.flows_not_added = 0  # connections the full `flows` map could not take
         if settings.poll == "busy":
             loop.call_soon(self._busy_poll)
         else:
@@ -344,10 +344,10 @@ class NetStack:
         self._macs.learn(addr, await self._neighbour(gateway or addr))
 
     def _sync_flows(self) -> None:
-        """Mirror the table's passive connections into the XDP program's ``flows`` map.
+        """Mirror the table's connections into the XDP program's ``flows`` map.
         Called between gathering segments and sending them: a new connection's entry
-        must exist before its SYN-ACK (or whatever answers its cookie ACK) leaves, or
-        the peer's next segment would be an unknown flow to XDP."""
+        must exist before its SYN, its SYN-ACK (or whatever answers its cookie ACK)
+        leaves, or the peer's next segment would be an unknown flow to XDP."""
         added, removed = self.table.take_flow_changes()
         if removed:
             self.program.remove_flows(removed)
@@ -527,8 +527,7 @@ class NetStack:
             if self.settings.attached:
                 # the map outlives this worker: take out the connections a flush cut
                 # short (TX ring full) left in the table
-                self.program.remove_flows([key for key, conn in self.table.connections.items()
-                                           if conn.listener is not None])
+                self.program.remove_flows(list(self.table.connections))
             if self.settings.poll == "wakeup":
                 self.loop.remove_reader(self.xsk.fileno())
             if self.relay is not None:

@@ -36,9 +36,10 @@
  *      userspace table accepts the ACK that completes the handshake; below it
  *      SYNs go to userspace, which then keeps every option;
  *   5. established flows, the state a stateful firewall keeps (RFC 4987
- *      §3.8): every other segment to a listener must belong to a connection
- *      the stack accepted, which it keeps in `flows`, or be an ACK carrying
- *      a valid cookie (a handshake completing: no entry yet).
+ *      §3.8): every other segment to one of our ports must belong to a
+ *      connection the stack holds, which it keeps in `flows`, or, to a
+ *      listener, be an ACK carrying a valid cookie (a handshake completing:
+ *      no entry yet).
  *      The rest, "unknown flows" (floods of spoofed ACKs, strays of closed
  *      connections), reach the stack only within a global budget, a token
  *      bucket per CPU (1000/s by default, aioxdp/protect.py): enough for the
@@ -46,8 +47,9 @@
  *      kernels limit such answers (FreeBSD's net.inet.icmp.icmplim covers
  *      RSTs to closed ports; Linux's net.ipv4.tcp_invalid_ratelimit, its
  *      icmp_msgs_per_sec/icmp_msgs_burst), and the flood costs the stack at
- *      most the budget. Segments to the port range (the stack's own outgoing
- *      connections, which have no entries) are not screened by this stage.
+ *      most the budget. The same holds for the port range, where the
+ *      stack's own outgoing connections live (their entries go in before
+ *      their SYNs leave; no cookies there).
  * Every bounds check fails closed: a header that does not fit the frame is
  * never read.
  *
@@ -167,7 +169,7 @@ struct {
 	__type(value, __u64);
 } allow_list SEC(".maps");
 
-/* Stage 5: the stack's passive connections (struct aioxdp_flow). Written by
+/* Stage 5: the stack's connections (struct aioxdp_flow). Written by
  * userspace only; no preallocation, so memory follows the connections. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -905,13 +907,14 @@ static __always_inline int unknown_flow_allowed(struct aioxdp_config *cfg, __u64
 	return tat && gcra_take(tat, now, cfg->unknown_interval_ns, cfg->unknown_burst_ns);
 }
 
-/* Stage 5 for a segment to a listener other than a SYN: returns XDP_DROP
- * (counted) or -1 to redirect. The map lookup comes first, so an established
- * connection's segments never pay for a cookie check. An ACK of no known flow
- * is checked for a cookie whoever made it: XDP in cookie mode, or the table
- * when its SYN backlog was full. */
+/* Stage 5 for a segment to one of our ports other than a SYN: returns
+ * XDP_DROP (counted) or -1 to redirect. The map lookup comes first, so an
+ * established connection's segments never pay for a cookie check. An ACK of
+ * no known flow to a listener is checked for a cookie whoever made it: XDP in
+ * cookie mode, or the table when its SYN backlog was full; the port range has
+ * no cookies to check. */
 static __always_inline int screen_flow(struct aioxdp_config *cfg, struct flow_input *in,
-				       struct tcphdr *tcp, __u8 flags, __u64 now)
+				       struct tcphdr *tcp, __u8 flags, __u64 now, int listener)
 {
 	/* no budget: nothing below could drop, so nothing is worth a lookup */
 	if (cfg->unknown_flows == AIOXDP_UNKNOWN_PASS)
@@ -920,7 +923,7 @@ static __always_inline int screen_flow(struct aioxdp_config *cfg, struct flow_in
 		count(AIOXDP_CNT_FLOW_HIT);
 		return -1;
 	}
-	if ((flags & (TCP_FLAGS_ACK | TCP_FLAGS_SYN | TCP_FLAGS_RST)) == TCP_FLAGS_ACK) {
+	if (listener && (flags & (TCP_FLAGS_ACK | TCP_FLAGS_SYN | TCP_FLAGS_RST)) == TCP_FLAGS_ACK) {
 		if (aioxdp_cookie_valid(in, bpf_ntohl(tcp->ack_seq) - 1, bpf_ntohl(tcp->seq) - 1,
 					now)) {
 			count(AIOXDP_CNT_COOKIE_ACK_VALID);
@@ -979,9 +982,7 @@ static __always_inline int protect(struct xdp_md *ctx, struct packet *pk, enum o
 		return verdict(action == XDP_TX ? AIOXDP_CNT_SYN_COOKIE_SENT
 						: AIOXDP_CNT_SYN_DROPPED, action);
 	}
-	if (owner != OURS_LISTENER)
-		return -1;
-	return screen_flow(cfg, &si.flow, pk->tcp, flags, now);
+	return screen_flow(cfg, &si.flow, pk->tcp, flags, now, owner == OURS_LISTENER);
 }
 
 /* Stages 2 and 3 for an ICMP error about our flows (its source is a router,

@@ -153,7 +153,7 @@ struct aioxdp_lpm_key {
 #define AIOXDP_MAX_LOCAL_ADDRS 256
 #define AIOXDP_MAX_PREFIXES 65536
 #define AIOXDP_MAX_SOURCES 65536 /* rate-limit buckets (LRU) */
-/* passive connections of all the stacks (workers) sharing one program, when
+/* connections of all the stacks (workers) sharing one program, when
  * the loader does not size `flows` itself (XdpProgram.load's max_flows: a
  * stack's TcpConfig.max_connections, times the workers); entries take memory
  * only when used (BPF_F_NO_PREALLOC), about 100 bytes each, but the bucket

@@ -37,7 +37,7 @@ from aioxdp.tcp.segment import ACK, FIN, RST, SYN, Segment
 from aioxdp.tcp.table import ConnectionTable
 from aioxdp.topology import Topology
 
-from .stackhelpers import peer, peer_python, run_on_stack
+from .stackhelpers import peer, peer_python, peer_server, run_on_stack
 from .test_workers import ask, running_workers
 from .test_xsk import (
     MODES,
@@ -818,6 +818,56 @@ def test_a_spoofed_ack_flood_is_dropped_in_xdp_while_a_real_connection_works(
         assert counters["unknown_flow_passed"] + counters["dropped_unknown_flow"] == result.sent
         assert 0 < stack.table.stats["rst-sent:listen-ack"] <= counters["unknown_flow_passed"]
         server.close()
+
+    run_on_stack(t, main, timeout=60)
+
+
+def test_an_ack_flood_at_an_outgoing_connections_port_is_dropped_while_it_works(
+        topology: Topology) -> None:
+    """A connection the stack opens is in the `flows` map from before its SYN leaves (its
+    SYN-ACK is no unknown flow even with the budget at 0) until it is gone; spoofed ACKs
+    aimed at its port, in the stack's port range, are dropped in XDP while it keeps
+    echoing."""
+    t = topology
+    kernel_echo = """
+        import socket
+        srv = socket.create_server(("0.0.0.0", 9000))
+        c, _ = srv.accept()
+        while data := c.recv(65536):
+            c.sendall(data)
+    """
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stack = loop._stack()  # type: ignore[attr-defined]  # made now, not at the connect
+        stack.program.protection.unknown_flow_rate(0)
+        proc = await peer_server(t, kernel_echo, 9000)
+        reader, writer = await asyncio.open_connection(t.client_ip, 9000)
+        lport = writer.get_extra_info("sockname")[1]
+        flow = (packed_address(t.server_ip), lport, packed_address(t.client_ip), 9000)
+        assert stack.program.flows() == [flow]
+        async with Flood(t, "ack", rate=20000, count=20000, duration=10, port=lport) as flood:
+            finished = asyncio.ensure_future(flood.finished())
+            rounds = 0
+            while not finished.done() or rounds < 20:  # the flood ends within its 10 s
+                ping = b"ping %d" % rounds
+                writer.write(ping)
+                assert await asyncio.wait_for(reader.readexactly(len(ping)), 5) == ping
+                rounds += 1
+                await asyncio.sleep(0.005)
+            result = await finished
+        counters = stack.program.counters()
+        assert counters["dropped_unknown_flow"] == result.sent == 20000
+        assert counters["unknown_flow_passed"] == counters["cookie_ack_invalid"] == 0
+        assert counters["flow_hit"] >= 20
+        assert stack.table.stats["rst-sent:no-connection"] == 0
+        writer.transport.abort()  # RST: no TIME-WAIT keeps the tuple
+        for _ in range(500):
+            if not stack.program.flows():
+                break
+            await asyncio.sleep(0.01)
+        assert stack.program.flows() == []
+        await proc.wait()
 
     run_on_stack(t, main, timeout=60)
 

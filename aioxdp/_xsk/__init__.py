@@ -193,7 +193,7 @@ class XdpProgram:
         """Load the program and attach it to ``ifindex`` in SKB (generic) or
         native (driver) mode; raises OSError when the kernel refuses.
 
-        ``max_flows`` sizes the ``flows`` map (the passive connections of every
+        ``max_flows`` sizes the ``flows`` map (the connections of every
         stack sharing the program; 0: the object's AIOXDP_MAX_FLOWS): a map no
         bigger than needed keeps the lookup each SYN pays in cookie mode in
         cache."""
@@ -297,9 +297,9 @@ class XdpProgram:
         _check(lib.bpf_map_update_elem(self._maps().port_range_fd, key, value, 0), "set_port_range")  # type: ignore[attr-defined]
 
     def add_flows(self, flows: Sequence[Flow]) -> int:
-        """Connections the stack accepted from a listener: their segments pass XDP
-        without a cookie check or the unknown-flow budget. One C call for the batch.
-        Returns how many could not be added because the map is full
+        """Connections the stack holds (accepted from a listener or opened): their
+        segments pass XDP without a cookie check or the unknown-flow budget. One C call
+        for the batch. Returns how many could not be added because the map is full
         (``load``'s max_flows); those connections' segments count as unknown flows."""
         return self._set_flows(flows, True)
 

@@ -102,7 +102,7 @@ static int axp_find_maps(struct axp_prog *p, struct bpf_object *obj)
 	return 0;
 }
 
-/* `flows` holds one entry per passive connection of every stack sharing the
+/* `flows` holds one entry per connection of every stack sharing the
  * program, and in cookie mode every SYN looks one up. A hash map's bucket
  * array is sized from max_entries (the next power of two) when the object is
  * loaded, and a lookup that misses touches one random bucket: sized for the

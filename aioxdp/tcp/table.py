@@ -23,9 +23,9 @@ Rules of this file:
 - Connections in CLOSED leave the table when their last output is gathered.
 - Limits are counted in ``stats``, never raised from ``receive``; ``connect``
   raises OSError when the table is full or the tuple is taken (TCP-CHECKLIST 24).
-- With ``track_flows`` on, every passive connection (one born from a listener) the
-  table adds or removes is recorded for ``take_flow_changes``: the I/O layer mirrors
-  them into the XDP program's ``flows`` map (aioxdp/stack.py), the table does no I/O.
+- With ``track_flows`` on, every connection the table adds or removes (passive
+  or active) is recorded for ``take_flow_changes``: the I/O layer mirrors them
+  into the XDP program's ``flows`` map (aioxdp/stack.py), the table does no I/O.
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ class ConnectionTable:
         # aioxdp/protect.py): then every listener checks ACKs for cookies, not only within
         # COOKIE_CHECK_WINDOW of a cookie it sent itself.
         self.cookies_from_xdp = False
-        # Set when something outside keeps a copy of the passive connections' 4-tuples (the
-        # XDP program's `flows` map, which lets their segments past its unknown-flow budget):
+        # Set when something outside keeps a copy of the connections' 4-tuples (the XDP
+        # program's `flows` map, which lets their segments past its unknown-flow budget):
         # then their additions and removals are recorded until take_flow_changes().
         self.track_flows = False
         self._flow_changes: dict[Key, bool] = {}  # 4-tuple -> present; the last change wins
@@ -368,12 +368,13 @@ class ConnectionTable:
         return None
 
     def take_flow_changes(self) -> tuple[list[Key], list[Key]]:
-        """The 4-tuples of passive connections added and removed since the last call (with
+        """The 4-tuples of connections added and removed since the last call (with
         ``track_flows`` on), each once, as (added, removed). A tuple removed and added again
         (a TIME-WAIT reused) is in ``added``; one added and removed is in ``removed``.
 
         Call it before sending the segments gathered by ``segments_to_send``, so that a
-        connection's entry exists before anything answering its SYN or cookie ACK leaves."""
+        connection's entry exists before its SYN, or anything answering its SYN or cookie
+        ACK, leaves."""
         changes = self._flow_changes
         if not changes:
             return [], []
@@ -457,7 +458,7 @@ class ConnectionTable:
                           config=self.config, now=now, events=self._events, listener=listener)
         conn.wake = self._wake
         self.connections[key] = conn
-        if listener is not None and self.track_flows:
+        if self.track_flows:
             self._flow_changes[key] = True
         return conn
 
@@ -511,7 +512,7 @@ class ConnectionTable:
             self.stats["closed-retransmits"] += conn.retransmits
             self.stats["closed-timeouts"] += conn.timeouts
             self.stats["closed-recoveries"] += conn.recoveries
-            if conn.listener is not None and self.track_flows:
+            if self.track_flows:
                 self._flow_changes[key] = False
         self._deadlines.pop(conn, None)
         self._settle(conn)

@@ -768,7 +768,7 @@ def test_icmp_unreachable_is_a_soft_error() -> None:
 KEY = (SERVER, 80, CLIENT, 40000)
 
 
-def test_passive_connections_are_recorded_as_flow_changes_until_taken() -> None:
+def test_connections_are_recorded_as_flow_changes_until_taken() -> None:
     table = make_table()
     table.track_flows = True
     table.listen(ANY, 80)
@@ -783,7 +783,7 @@ def test_passive_connections_are_recorded_as_flow_changes_until_taken() -> None:
     assert table.take_flow_changes() == ([], [KEY])
 
 
-def test_a_cookie_connection_is_recorded_and_active_opens_are_not() -> None:
+def test_a_cookie_connection_and_an_active_open_are_recorded() -> None:
     table, _ = cookie_table()
     table.track_flows = True
     table.take_flow_changes()
@@ -792,8 +792,13 @@ def test_a_cookie_connection_is_recorded_and_active_opens_are_not() -> None:
     assert table.take_flow_changes() == ([], [])
     table.receive(seg(ACK, PEER_ISS + 1, synack.seq + 1), now=0.6)
     assert table.take_flow_changes() == ([KEY], [])
-    table.connect((SERVER, 0), (CLIENT, 8080), now=0.7)
-    assert table.take_flow_changes() == ([], [])
+    # an active open: recorded before its SYN is gathered, so XDP knows its SYN-ACK
+    conn = table.connect((SERVER, 0), (CLIENT, 8080), now=0.7)
+    key = (SERVER, conn.local[1], CLIENT, 8080)
+    assert table.take_flow_changes() == ([key], [])
+    conn.abort()
+    table.segments_to_send(now=0.8)
+    assert table.take_flow_changes() == ([], [key])
 
 
 def test_the_last_flow_change_of_a_tuple_wins() -> None:
