@@ -16,18 +16,20 @@ Rules apply only to traffic aimed at the stack's own flows; everything else is
 the kernel's and passes untouched. Order in the program: malformed, deny list,
 allow list (allow-only mode), rate limit, SYN cookies, established flows.
 
-Established flows: the stack enters every connection it accepts from a
-listener in the program's ``flows`` map (``XdpProgram.add_flows``), so any
-other segment to a listener port, one of no such connection that carries no
-valid SYN cookie, is an "unknown flow": an ACK flood from spoofed sources, or
-a stray of a connection already gone. Those reach the stack only within a
+Established flows: the stack enters every connection it holds (accepted from
+a listener, or opened itself) in the program's ``flows`` map
+(``XdpProgram.add_flows``), so any other segment to its ports (listeners and
+its port range), one of no such connection that carries no valid SYN cookie,
+is an "unknown flow": an ACK flood from spoofed sources, or a stray of a
+connection already gone. Those reach the stack only within a
 budget (``unknown_flow_rate``; 1000/s per CPU from load, like kernels' rate
 limits on the RSTs and ICMP errors such segments provoke), the others are
 dropped in XDP and counted (``dropped_unknown_flow``).
 
 A SYN cookie is answered with XDP_TX. On veth in native mode the kernel hands
-XDP_TX frames only to a peer running NAPI (an XDP program or GRO there); SKB
-mode and real NICs need nothing.
+XDP_TX frames only to a peer running NAPI, which a native XDP program there
+provides (bench/c/xdp_sink.bpf.c; with GRO alone the peer took 256 frames and
+then none); SKB mode and real NICs need nothing.
 
 SYN cookies made in XDP are cookies.py's, under the keys of the table's
 ``CookieSecrets`` (``use_table`` writes them; after ``CookieSecrets.rotate``,
