@@ -206,9 +206,7 @@ class ConnectionTable:
                     self._listen_input(listener, seg, now, iss)
                     return
             conn.receive(seg, now=now)
-            self._dirty[conn] = None  # self._activity(conn), inlined: once per segment
-            if self._half_open:
-                self._settle(conn)
+            self._activity(conn)
             return
         listener = self._find_listener(seg)
         if listener is None:
@@ -342,8 +340,7 @@ class ConnectionTable:
         self._dirty = {}
         for conn in dirty:
             out += conn.segments_to_send(now=now)
-            if self._half_open:
-                self._settle(conn)
+            self._settle(conn)
             if conn.state is CLOSED:
                 self._remove(conn)
             else:
@@ -470,12 +467,12 @@ class ConnectionTable:
         (a dirty connection's timer is looked at when its output is gathered,
         or by ``get_timer``)."""
         self._dirty[conn] = None
-        if self._half_open:
-            self._settle(conn)
+        self._settle(conn)
 
     def _settle(self, conn: Connection) -> None:
-        """Free a backlog slot once a handshake completes or fails."""
-        if conn.state is not SYN_RECEIVED:
+        """Free a backlog slot once a handshake completes or fails (nothing to look
+        at, on the hot path, while no handshake is half open)."""
+        if self._half_open and conn.state is not SYN_RECEIVED:
             listener = self._half_open.pop(conn, None)
             if listener is not None:
                 listener.syn_received -= 1
