@@ -102,21 +102,28 @@ def steer_napi(topo: Topology, cpu: int = SERVER_CPU) -> list[int]:
     return pinned
 
 
-def bpf_object(name: str) -> Path:
-    """c/<name>.bpf.c compiled with clang into <tmp>/aioxdp-<name>-<hash>.o (rebuilt only
-    when the source changes)."""
-    source = BENCH / "c" / f"{name}.bpf.c"
+def compiled(source: Path, build: Callable[[Path], list[str]]) -> Path:
+    """``source`` built by the command ``build(output)`` into
+    <tmp>/aioxdp-<source name>-<source hash>, once per version of the source. The
+    output appears whole (built under another name, then renamed), so a parallel
+    build never runs or loads a half-written file."""
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    obj = Path(tempfile.gettempdir()) / f"aioxdp-{name}-{digest}.o"
-    if not obj.exists():
-        arch = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        partial = obj.with_suffix(f".{os.getpid()}")
-        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}",
-                        "-c", str(source), "-o", str(partial)],
-                       check=True, capture_output=True)
-        partial.replace(obj)  # atomic: a parallel build never loads a half-written file
-    return obj
+    target = Path(tempfile.gettempdir()) / f"aioxdp-{source.name}-{digest}"
+    if not target.exists():
+        partial = target.with_name(f"{target.name}.{os.getpid()}")
+        subprocess.run(build(partial), check=True, capture_output=True, text=True)
+        partial.replace(target)
+    return target
+
+
+def bpf_object(name: str) -> Path:
+    """c/<name>.bpf.c compiled with clang (``compiled``)."""
+    arch = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    source = BENCH / "c" / f"{name}.bpf.c"
+    return compiled(source, lambda out: ["clang", "-O2", "-g", "-target", "bpf",
+                                         f"-I/usr/include/{arch}", "-c", str(source),
+                                         "-o", str(out)])
 
 
 def client_sink(topo: Topology) -> None:
@@ -352,13 +359,9 @@ def wrk(topo: Topology, url: str, connections: int, seconds: int) -> tuple[Load,
 
 
 def echo_client_binary() -> Path:
-    """Compile bench/c/echo_client.c (when newer than the binary) into bench/results/bin/."""
+    """bench/c/echo_client.c compiled with cc (``compiled``)."""
     source = BENCH / "c" / "echo_client.c"
-    binary = RESULTS / "bin" / "echo_client"
-    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
-    return binary
+    return compiled(source, lambda out: ["cc", "-O2", "-Wall", "-o", str(out), str(source)])
 
 
 def parse_echo(text: str) -> Load:

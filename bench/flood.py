@@ -8,10 +8,10 @@ or ``async with Flood(...) as flood: ...; result = await flood.finished()``.
 
 The generator is C because Python cannot build and send the 250-330k frames/s
 one core manages here (MACHINE-NOTES.md). It is compiled with ``cc`` on first
-use into a temporary directory keyed by the source's hash (never committed),
-and runs under ``ip netns exec <client ns> taskset -c <cpu>``, sending raw
-frames into the client end of the veth pair with the server's MAC and
-address as destination. Spoofed sources come only from inside
+use into the temp directory, under a name keyed by the source's hash
+(common.compiled; never committed), and runs under ``ip netns exec <client
+ns> taskset -c <cpu>``, sending raw frames into the client end of the veth
+pair with the server's MAC and address as destination. Spoofed sources come only from inside
 198.18.0.0/15; flood.c refuses anything else, and refuses to run longer than
 60 s. Leaving the ``with`` block stops a flood that is still running.
 """
@@ -19,15 +19,14 @@ address as destination. Spoofed sources come only from inside
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import os
 import signal
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from common import compiled
 
 if TYPE_CHECKING:
     from aioxdp.topology import Topology
@@ -40,16 +39,9 @@ EXIT_GRACE = 5.0  # seconds past its duration before a flood that did not stop i
 
 
 def binary() -> Path:
-    """flood.c compiled into <tmp>/aioxdp-flood-<source hash>/flood (rebuilt when it changes)."""
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    target = Path(tempfile.gettempdir()) / f"aioxdp-flood-{digest}" / "flood"
-    if not target.exists():
-        target.parent.mkdir(exist_ok=True)
-        partial = target.with_name(f"flood.{os.getpid()}")
-        subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-o", str(partial), str(SOURCE)],
-                       check=True, capture_output=True, text=True)
-        partial.replace(target)  # atomic: a parallel build never runs a half-written file
-    return target
+    """flood.c compiled with cc (common.compiled: rebuilt when it changes)."""
+    return compiled(SOURCE, lambda out: ["cc", "-O2", "-Wall", "-Wextra", "-o", str(out),
+                                         str(SOURCE)])
 
 
 def link_mac(topo: Topology, ns: str, dev: str) -> str:
