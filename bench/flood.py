@@ -11,8 +11,8 @@ one core manages here (MACHINE-NOTES.md). It is compiled with ``cc`` on first
 use into the temp directory, under a name keyed by the source's hash
 (common.compiled; never committed), and runs under ``ip netns exec <client
 ns> taskset -c <cpu>``, sending raw frames into the client end of the veth
-pair with the server's MAC and address as destination. Spoofed sources come only from inside
-198.18.0.0/15; flood.c refuses anything else, and refuses to run longer than
+pair with the server's MAC and address as destination. Spoofed sources come
+only from inside 198.18.0.0/15; flood.c refuses anything else, and refuses to run longer than
 60 s. Leaving the ``with`` block stops a flood that is still running.
 """
 

@@ -224,14 +224,29 @@ def parse_ip(
     return _drop(drops, "bad-ip-header")
 
 
-def _parse_ipv4(buf: bytes | bytearray | memoryview, off: int, n: int, verify: bool,
-                drops: Counter[str] | None) -> Segment | None:
+_IPv4Fields = tuple[int, int, int, int, bytes, bytes]
+
+
+def _ipv4_header(buf: bytes | bytearray | memoryview, off: int,
+                 n: int) -> _IPv4Fields | str:
+    """(header length, total length, flags+fragment offset, protocol, source, destination)
+    of the IPv4 header at ``off``, or why it is none: "truncated", "bad-ip-header"
+    (RFC 791 §3.1: version 4, IHL of at least 5 words, within the total length)."""
     if n - off < IPV4_HLEN:
-        return _drop(drops, "truncated")
+        return "truncated"
     vihl, _tos, total, _ident, frag, _ttl, proto, _csum, src, dst = _IPV4.unpack_from(buf, off)
     ihl = (vihl & 0x0F) << 2
     if vihl >> 4 != 4 or ihl < IPV4_HLEN or total < ihl:
-        return _drop(drops, "bad-ip-header")
+        return "bad-ip-header"
+    return ihl, total, frag, proto, src, dst
+
+
+def _parse_ipv4(buf: bytes | bytearray | memoryview, off: int, n: int, verify: bool,
+                drops: Counter[str] | None) -> Segment | None:
+    header = _ipv4_header(buf, off, n)
+    if isinstance(header, str):
+        return _drop(drops, header)
+    ihl, total, frag, proto, src, dst = header
     end = off + total  # bytes past it are Ethernet padding
     if end > n:
         return _drop(drops, "truncated")
@@ -415,12 +430,10 @@ def parse_icmp_error(
 
 def _parse_icmp4(buf: bytes | bytearray | memoryview, off: int, n: int, verify: bool,
                  drops: Counter[str] | None) -> IcmpError | None:
-    if n - off < IPV4_HLEN:
-        return _drop_icmp(drops, "truncated")
-    vihl, _tos, total, _ident, frag, _ttl, proto, _csum, _src, dst = _IPV4.unpack_from(buf, off)
-    ihl = (vihl & 0x0F) << 2
-    if vihl >> 4 != 4 or ihl < IPV4_HLEN or total < ihl:
-        return _drop_icmp(drops, "bad-ip-header")
+    header = _ipv4_header(buf, off, n)
+    if isinstance(header, str):
+        return _drop_icmp(drops, header)
+    ihl, total, frag, proto, _src, dst = header
     if proto != IPPROTO_ICMP:
         return _drop_icmp(drops, "not-icmp")
     end = off + total
