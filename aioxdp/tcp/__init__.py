@@ -1,0 +1,95 @@
+"""The sans-IO TCP/IP core, compiled by mypyc when the package was built with it.
+
+This file is the one module of the package that is never compiled: it runs
+before any other is imported and decides which build of the core they come
+from (``CORE``):
+
+- ``"compiled"``: the extension modules that the build (setup.py, mypyc) put
+  beside the sources, when they were compiled from exactly the sources that
+  are here now (``BUILD_STAMP`` holds the sources' hash at build time);
+- ``"pure"``: the ``.py`` sources, when there are no extension modules, when
+  ``AIOXDP_PURE=1`` asks for them, or when the extension modules are older
+  than the sources (an edited editable install): a stale compiled module
+  would run old code against new tests, so the sources win and one warning
+  says how to rebuild.
+
+``CORE_REASON`` says why in words, for the start-up log line and the stats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["CORE", "CORE_REASON", "source_hash"]
+
+HERE = Path(__file__).resolve().parent
+# Written by the build beside the extension modules: the source_hash() they came from.
+BUILD_STAMP = HERE / "_compiled.stamp"
+PURE_ENV = "AIOXDP_PURE"
+
+
+def sources(root: Path = HERE) -> list[Path]:
+    """The modules the build compiles: every .py of the package but this one."""
+    init = root / "__init__.py"
+    return sorted(p for p in root.rglob("*.py") if p != init)
+
+
+def source_hash(root: Path = HERE) -> str:
+    """A hash of the compiled modules' sources (their paths and contents)."""
+    digest = hashlib.sha256()
+    for path in sources(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _compiled_present(root: Path) -> bool:
+    return any((root / ("connection" + suffix)).exists()
+               for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+
+
+class _SourcesFirst(importlib.abc.MetaPathFinder):
+    """Finds this package's submodules as .py sources, passing over extension modules."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith(__name__ + ".") or path is None:
+            return None
+        for entry in path:
+            finder = importlib.machinery.FileFinder(
+                entry, (importlib.machinery.SourceFileLoader,
+                        importlib.machinery.SOURCE_SUFFIXES))
+            spec = finder.find_spec(fullname)
+            if spec is not None:
+                return spec
+        return None
+
+
+def _choose() -> tuple[str, str]:
+    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+        return "pure", f"{PURE_ENV}={os.environ[PURE_ENV]}"
+    if not _compiled_present(HERE):
+        return "pure", "not compiled (built without mypyc)"
+    try:
+        stamp = BUILD_STAMP.read_text().strip()
+    except OSError:
+        stamp = ""
+    if stamp != source_hash():
+        logging.getLogger("aioxdp").warning(
+            "aioxdp: the compiled TCP core is older than its sources: using the pure-Python "
+            "core; rebuild with `make` or `python setup.py build_ext --inplace`")
+        return "pure", "compiled modules are stale"
+    return "compiled", "mypyc"
+
+
+CORE, CORE_REASON = _choose()
+if CORE == "pure":
+    sys.meta_path.insert(0, _SourcesFirst())

@@ -27,10 +27,17 @@ class Segment:
     Options are decoded into attributes: ``mss`` and ``wscale`` (None when
     absent), ``sack_permitted``, ``sack`` (a tuple of (left, right) edges) and
     ``ts`` ((TSval, TSecr) or None). ``payload`` is bytes-like.
+
+    ``gso_size`` stands for a run of wire segments carried as one, as Linux's
+    GRO/GSO do (``skb_shinfo(skb)->gso_size``): non-zero on a segment that the
+    receive path coalesced from in-order segments of this many payload bytes
+    each (the last may be shorter), or on one the core emits for the transmit
+    path to cut into wire segments of this size, each with the same headers
+    (sequence numbers advanced; FIN and PSH only on the last).
     """
 
     __slots__ = ("src", "dst", "sport", "dport", "seq", "ack", "flags", "window",
-                 "payload", "urgent", "mss", "wscale", "sack_permitted", "sack", "ts")
+                 "payload", "urgent", "mss", "wscale", "sack_permitted", "sack", "ts", "gso_size")
 
     def __init__(
         self,
@@ -50,6 +57,7 @@ class Segment:
         sack_permitted: bool = False,
         sack: tuple[tuple[int, int], ...] = (),
         ts: tuple[int, int] | None = None,
+        gso_size: int = 0,
     ) -> None:
         self.src = src
         self.dst = dst
@@ -66,6 +74,7 @@ class Segment:
         self.sack_permitted = sack_permitted
         self.sack = sack
         self.ts = ts
+        self.gso_size = gso_size
 
     @property
     def seg_len(self) -> int:
@@ -85,5 +94,7 @@ class Segment:
             opts.append("sack=" + ",".join(f"{a}-{b}" for a, b in self.sack))
         if self.ts is not None:
             opts.append(f"ts={self.ts[0]}/{self.ts[1]}")
+        if self.gso_size:
+            opts.append(f"gso={self.gso_size}")
         return (f"<Segment {self.sport}->{self.dport} [{flags}] seq={self.seq} ack={self.ack} "
                 f"win={self.window} len={len(self.payload)}{' ' if opts else ''}{' '.join(opts)}>")
