@@ -11,8 +11,11 @@ setup:
 demo: setup
 	.venv/bin/aioxdp demo
 
+# the whole suite on the compiled TCP core, then the sans-IO tests on the pure one;
+# AIOXDP_EXPECT_CORE makes a build that silently fell back fail (tests/tcp/test_core_build.py)
 test: setup
-	$(PY) -m pytest -q
+	AIOXDP_EXPECT_CORE=compiled $(PY) -m pytest -q
+	AIOXDP_PURE=1 AIOXDP_EXPECT_CORE=pure $(PY) -m pytest -q tests/tcp
 
 # the benchmark programs, one after the other with their defaults (they share
 # the 2 cores); results land in bench/results/. BENCHES=... picks others.
@@ -26,6 +29,7 @@ bench: setup
 	done
 
 clean:
-	rm -rf build *.egg-info aioxdp/bpf/*.o aioxdp/_xsk/_xsk*.so \
+	rm -rf build *.egg-info aioxdp/bpf/*.o aioxdp/_xsk/_xsk*.so aioxdp/tcp/_compiled.stamp \
 		.pytest_cache .ruff_cache .mypy_cache .hypothesis
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+	find aioxdp/tcp -name '*.so' -delete

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import protect_cli, statsserver
+from . import protect_cli, statsserver, tcp
 from .settings import Settings
 from .topology import Topology
 from .workers import worker_table
@@ -320,9 +320,9 @@ async def _serve_aiohttp(app: Any, args: argparse.Namespace, stop: asyncio.Event
         stack = getattr(loop, "xdp_stack", None)
         if stack is not None and _on_stack(stack, host):
             settings = loop.xdp_settings  # type: ignore[attr-defined]
-            logger.info("serving %s on the bypass stack: %s queue %d, %s XDP, %s poll, %s",
-                        site.name, settings.interface, settings.queue, settings.mode,
-                        settings.poll, type(loop).__name__)
+            logger.info("serving %s on the bypass stack: %s queue %d, %s XDP, %s poll, %s, "
+                        "%s TCP core", site.name, settings.interface, settings.queue,
+                        settings.mode, settings.poll, type(loop).__name__, tcp.CORE)
         else:
             logger.warning("serving %s on the KERNEL stack: %s is not an address of the "
                            "interface", site.name, host)

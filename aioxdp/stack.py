@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from . import kernel
 from ._xsk import XdpProgram, XskSocket
 from .settings import Settings
-from .tcp import wire
+from .tcp import CORE, CORE_REASON, wire
 from .tcp.connection import Connection, State
 from .tcp.events import (
     ConnectionClosed,
@@ -170,6 +170,8 @@ class NetStack:
             loop.call_soon(self._busy_poll)
         else:
             loop.add_reader(self.xsk.fileno(), self._on_readable)
+        logger.info("bypass stack on %s queue %d: %s XDP, %s TCP core (%s)", self.iface.name,
+                    settings.queue, settings.mode, CORE, CORE_REASON)
 
     # -- the data path ------------------------------------------------------------------
 
@@ -375,7 +377,7 @@ class NetStack:
             if kind is DataReceived:
                 transport = transports.get(event.conn)
                 if transport is not None:
-                    transport._data_received(event.data)  # type: ignore[union-attr]
+                    transport._data_received(event.data)  # type: ignore[attr-defined]
             elif kind is ConnectionEstablished:
                 self._established(event)  # type: ignore[arg-type]
             elif kind is EndOfStream:
@@ -508,6 +510,8 @@ class NetStack:
             "tx_no_mac": self.tx_no_mac,
             "next_hop_macs": len(self._macs),
             "flows_not_added": self.flows_not_added,
+            "core": CORE,
+            "rx_paths": self.table.receive_paths(),
             **({"relay": self.relay.stats()} if self.relay is not None else {}),
         }
 

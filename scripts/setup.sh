@@ -6,8 +6,10 @@
 #      runs only when something is missing);
 #   2. .venv, made with the python3 on PATH (3.11 or newer);
 #   3. the package installed editable with its test extras, which compiles
-#      the cffi module and bpf/*.bpf.c into aioxdp/bpf/;
-#   4. a rebuild of the native parts whose sources changed since (incremental).
+#      the cffi module, bpf/*.bpf.c into aioxdp/bpf/, and the TCP core with
+#      mypyc (aioxdp/tcp/*.so);
+#   4. a rebuild of the native parts whose sources changed since (incremental;
+#      the TCP core is recompiled, ~30 s, only when one of its sources changed).
 #
 # A second run that finds everything in place only does step 4.
 set -euo pipefail
@@ -63,7 +65,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$PY" -m pip install -q --upgrade pip
     # the build needs these in the venv: without build isolation, pip builds
     # with what is installed, and a second install needs no download
-    "$PY" -m pip install -q 'setuptools>=77' wheel 'cffi>=1.16'
+    "$PY" -m pip install -q 'setuptools>=77' wheel 'cffi>=1.16' 'mypy>=1.11'
     "$PY" -m pip install -q --no-build-isolation -e '.[test]'
     echo "$want" > "$stamp"
 else

@@ -24,11 +24,11 @@ import importlib.machinery
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["CORE", "CORE_REASON", "source_hash"]
+__all__ = ["CORE", "CORE_REASON", "choose", "source_hash"]
 
 HERE = Path(__file__).resolve().parent
 # Written by the build beside the extension modules: the source_hash() they came from.
@@ -73,23 +73,26 @@ class _SourcesFirst(importlib.abc.MetaPathFinder):
         return None
 
 
-def _choose() -> tuple[str, str]:
-    if os.environ.get(PURE_ENV, "") not in ("", "0"):
-        return "pure", f"{PURE_ENV}={os.environ[PURE_ENV]}"
-    if not _compiled_present(HERE):
+def choose(root: Path, environ: Mapping[str, str]) -> tuple[str, str]:
+    """(CORE, CORE_REASON) for the package at ``root``: see the module docstring."""
+    pure = environ.get(PURE_ENV, "")
+    if pure not in ("", "0"):
+        return "pure", f"{PURE_ENV}={pure}"
+    if not _compiled_present(root):
         return "pure", "not compiled (built without mypyc)"
     try:
-        stamp = BUILD_STAMP.read_text().strip()
+        stamp = (root / BUILD_STAMP.name).read_text().strip()
     except OSError:
         stamp = ""
-    if stamp != source_hash():
+    if stamp != source_hash(root):
         logging.getLogger("aioxdp").warning(
             "aioxdp: the compiled TCP core is older than its sources: using the pure-Python "
             "core; rebuild with `make` or `python setup.py build_ext --inplace`")
-        return "pure", "compiled modules are stale"
+        return "pure", "compiled modules are older than the sources"
     return "compiled", "mypyc"
 
 
-CORE, CORE_REASON = _choose()
-if CORE == "pure":
+CORE, CORE_REASON = (choose(HERE, os.environ) if __name__ == "aioxdp.tcp"
+                     else ("pure", "loaded by the build"))
+if CORE == "pure" and __name__ == "aioxdp.tcp":  # (setup.py loads this file under another name)
     sys.meta_path.insert(0, _SourcesFirst())

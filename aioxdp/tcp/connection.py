@@ -21,6 +21,8 @@ Rules of this file (read before changing it):
 
 from __future__ import annotations
 
+from typing import Final
+
 from . import seq as sq
 from .events import (
     ConnectionEstablished,
@@ -54,11 +56,10 @@ from .timers import Timers
 
 # Challenge ACKs (RFC 5961 §7): at most this many per connection per second. A
 # per-connection budget, not a global one, so it leaks nothing (CVE-2016-5696).
-CHALLENGE_ACK_LIMIT = 10
+CHALLENGE_ACK_LIMIT: Final = 10
 # RFC 7323 §5.5: a TS.Recent older than 24 days is no longer used for PAWS.
-PAWS_IDLE = 24 * 24 * 3600.0
-DUPTHRESH = 3  # RFC 5681 §3.2, RFC 6675 §2
-_FAST_FLAGS = (ACK, ACK | PSH)
+PAWS_IDLE: Final = 24 * 24 * 3600.0
+DUPTHRESH: Final = 3  # RFC 5681 §3.2, RFC 6675 §2
 
 __all__ = ["Connection", "State", "receive_window_scale", "default_mss"]
 
@@ -329,13 +330,20 @@ class Connection(Timers):
     def receive(self, seg: Segment, *, now: float) -> None:
         """Process one arriving segment (RFC 9293 §3.10.7)."""
         self._last_rcv = now
-        # Header prediction: established, expected flags, in order, same
-        # window, a fresh timestamp, no recovery or retransmission under way.
+        # Header prediction: established, expected flags, in order, a fresh
+        # timestamp, no recovery or retransmission under way, and a window
+        # that is the same or a non-zero one the SND.WL1/WL2 rule takes (the
+        # window of request/response traffic shrinks by each request until the
+        # peer's receiver SWS avoidance moves its right edge, RFC 9293
+        # §3.8.6.2.2, so "same window" alone misses nearly every segment).
         sseq = seg.seq
         rcv_nxt = self.rcv_nxt
         snd_max = self.snd_max
-        if (sseq == rcv_nxt and self.state is ESTABLISHED and seg.flags in _FAST_FLAGS
-                and (seg.window << self.snd_wscale) == self.snd_wnd
+        wnd = seg.window << self.snd_wscale
+        flags = seg.flags
+        if (sseq == rcv_nxt and self.state is ESTABLISHED and (flags == ACK or flags == ACK | PSH)
+                and (wnd == self.snd_wnd
+                     or (wnd and ((sseq - self.snd_wl1) & MASK) < sq.HALF))
                 and self.snd_nxt == snd_max and not self._in_recovery and not seg.sack):
             ts = seg.ts
             if ts is None or (self._ts_ok and ((ts[0] - self._ts_recent) & MASK) < sq.HALF):
@@ -346,11 +354,11 @@ class Connection(Timers):
                 if n == 0:
                     # A pure ACK of new data (RFC 9293 §3.10.7.4 fifth, common case).
                     if ack != una and ((ack - una) & MASK) <= ((snd_max - una) & MASK):
+                        self.fast_path += 1
                         if ts is not None and sseq == self._last_ack_sent:
                             self._ts_recent = ts[0]  # RFC 7323 §4.3
                             self._ts_recent_time = now
-                        self.snd_wl1 = sseq
-                        self.snd_wl2 = ack
+                        self._fast_window(sseq, ack, wnd)
                         self._new_ack(ack, ts, now)
                         return
                 elif (not self._rx_slow and n <= ((self.rcv_adv - rcv_nxt) & MASK)
@@ -358,12 +366,12 @@ class Connection(Timers):
                     # In-order data, acknowledging nothing new (bulk receive) or new
                     # data of ours (request/response): ACK first, then text (RFC 9293
                     # §3.10.7.4 fifth and seventh); in ESTABLISHED the ACK moves no state.
+                    self.fast_path += 1
                     if ts is not None and sseq == self._last_ack_sent:
                         self._ts_recent = ts[0]
                         self._ts_recent_time = now
+                    self._fast_window(sseq, ack, wnd)
                     if ack != una:
-                        self.snd_wl1 = sseq
-                        self.snd_wl2 = ack
                         self._new_ack(ack, ts, now)
                     self.rcv_nxt = (rcv_nxt + n) & MASK
                     self._rcv_off += n
@@ -371,7 +379,21 @@ class Connection(Timers):
                         self, payload if type(payload) is bytes else bytes(payload)))
                     self._ack_policy(n, now)
                     return
+        self.slow_path += 1
         self._receive_slow(seg, now)
+
+    def _fast_window(self, sseq: int, ack: int, wnd: int) -> None:
+        """The window update of header prediction (RFC 9293 §3.10.7.4 fifth): the
+        segment is in order and acknowledges SND.UNA or beyond, so the SND.WL1/WL2
+        rule holds wherever the guard let a changed (non-zero) window through."""
+        self.snd_wl1 = sseq
+        self.snd_wl2 = ack
+        if wnd != self.snd_wnd:
+            self.snd_wnd = wnd
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+            self._t_persist = INF
+            self._persist_backoff = 0
 
     def _receive_slow(self, seg: Segment, now: float) -> None:
         st = self.state
@@ -498,7 +520,7 @@ class Connection(Timers):
                 self._pending.append(self._make(self._ack_seq(), RST | ACK, b""))
                 self._to_closed(None)
                 return
-            self._receive_data(sseq, payload, now)
+            self._receive_data(sseq, payload, now, seg.gso_size)
 
         # Eighth: FIN.
         if flags & FIN and st in RECEIVING:
@@ -720,12 +742,16 @@ class Connection(Timers):
             if self._sb is None:
                 self._inflate = DUPTHRESH * mss
 
-    def _receive_data(self, sseq: int, payload: bytes | memoryview, now: float) -> None:
+    def _receive_data(self, sseq: int, payload: bytes | memoryview, now: float,
+                      gso_size: int) -> None:
         """In-order bytes go up (or into the held buffer while paused); the
-        rest into the out-of-order queue with an immediate ACK (RFC 5681 §4.2)."""
+        rest into the out-of-order queue with an immediate ACK (RFC 5681 §4.2).
+        The peer's segment size (for delayed ACKs) is a coalesced segment's
+        ``gso_size``, not its length (as Linux's tcp_measure_rcv_mss)."""
         n = len(payload)
-        if n > self._rcv_mss:
-            self._rcv_mss = n
+        size = gso_size if gso_size else n
+        if size > self._rcv_mss:
+            self._rcv_mss = size
         if sseq != self.rcv_nxt:
             off = self._rcv_off + sq.sub(sseq, self.rcv_nxt)
             self._ooo.insert(off, payload)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from siphash24 import siphash24 as _siphash24
 
@@ -44,7 +45,7 @@ from .seq import MASK
 # From the siphash24 package (C): every passive open hashes its ISN and every cookie
 # two flows, and a pure-Python SipHash took 14 µs a call here, the library 0.5 µs.
 
-_M64 = 0xFFFFFFFFFFFFFFFF
+_M64: Final = 0xFFFFFFFFFFFFFFFF
 
 
 def siphash24(key: bytes, data: bytes) -> int:
@@ -83,20 +84,20 @@ def isn(key: bytes, local: tuple[bytes, int], remote: tuple[bytes, int], *, now:
 
 # Linux's msstab (syncookies.c): the MSS values peers announce most; a SYN gets the largest
 # entry not above its MSS. Index 0 also covers a missing or tiny MSS.
-MSS_TABLE_V4 = (536, 1300, 1440, 1460)
-MSS_TABLE_V6 = (1220, 1280, 1440, 1460)
+MSS_TABLE_V4: Final = (536, 1300, 1440, 1460)
+MSS_TABLE_V6: Final = (1220, 1280, 1440, 1460)
 
-COOKIE_BITS = 24
-COOKIE_MASK = (1 << COOKIE_BITS) - 1
-COUNTER_SHIFT = 6  # seconds >> 6: the counter moves every 64 s
-MAX_COOKIE_AGE = 2  # counters: the current one and the one before
+COOKIE_BITS: Final = 24
+COOKIE_MASK: Final = (1 << COOKIE_BITS) - 1
+COUNTER_SHIFT: Final = 6  # seconds >> 6: the counter moves every 64 s
+MAX_COOKIE_AGE: Final = 2  # counters: the current one and the one before
 
 # Low bits of a cookie TSval (Linux's TS_OPT_*)
-TS_BITS = 6
-TS_OPT_WSCALE_MASK = 0x0F  # 0..14, or 0xF: no window scaling
-TS_OPT_SACK = 0x10
-TS_OPT_ECN = 0x20
-MAX_WSCALE = 14  # RFC 7323 §2.3
+TS_BITS: Final = 6
+TS_OPT_WSCALE_MASK: Final = 0x0F  # 0..14, or 0xF: no window scaling
+TS_OPT_SACK: Final = 0x10
+TS_OPT_ECN: Final = 0x20
+MAX_WSCALE: Final = 14  # RFC 7323 §2.3
 
 
 class CookieSecrets:

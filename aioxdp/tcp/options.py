@@ -6,16 +6,18 @@ connection and the table (SYN cookies) need to agree on.
 
 from __future__ import annotations
 
+from typing import Final
+
 # RFC 7323 §2.3: the largest shift either side may use.
-MAX_WSCALE = 14
+MAX_WSCALE: Final = 14
 # RFC 9293 §3.7.1 (MUST-15) / RFC 8200 §5: the MSS to assume when the SYN carries none.
-DEFAULT_MSS_V4 = 536
-DEFAULT_MSS_V6 = 1220
+DEFAULT_MSS_V4: Final = 536
+DEFAULT_MSS_V6: Final = 1220
 # Bytes a timestamps option takes on the wire, with its two NOPs (RFC 7323 App. A).
-TS_OPTION_LEN = 12
+TS_OPTION_LEN: Final = 12
 # At most this many SACK blocks fit next to timestamps / alone (RFC 2018 §3).
-MAX_SACK_BLOCKS_WITH_TS = 3
-MAX_SACK_BLOCKS = 4
+MAX_SACK_BLOCKS_WITH_TS: Final = 3
+MAX_SACK_BLOCKS: Final = 4
 
 
 def receive_window_scale(rcv_buf: int) -> int:

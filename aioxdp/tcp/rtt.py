@@ -8,10 +8,12 @@ retransmitted. ``rto`` is what the connection arms its timer with.
 
 from __future__ import annotations
 
+from typing import Final
+
 # RFC 6298 §2: alpha = 1/8, beta = 1/4, K = 4.
-ALPHA = 0.125
-BETA = 0.25
-K = 4.0
+ALPHA: Final = 0.125
+BETA: Final = 0.25
+K: Final = 4.0
 
 
 class RttEstimator:

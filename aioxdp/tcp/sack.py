@@ -21,12 +21,13 @@ that has retransmitted nothing passes SND.UNA.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from typing import Final
 
 from . import seq
 
-DUP_THRESH = 3  # RFC 6675 §2
-MAX_SACK_BLOCKS = 4  # 40 option bytes hold at most 4 blocks (RFC 2018 §3)
-DEFAULT_MAX_RANGES = 256
+DUP_THRESH: Final = 3  # RFC 6675 §2
+MAX_SACK_BLOCKS: Final = 4  # 40 option bytes hold at most 4 blocks (RFC 2018 §3)
+DEFAULT_MAX_RANGES: Final = 256
 
 
 class Scoreboard:

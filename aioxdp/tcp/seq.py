@@ -4,9 +4,11 @@ Every comparison of sequence numbers in the core goes through these helpers,
 so wrap-around is handled in exactly one place (TCP-CHECKLIST 13).
 """
 
-MOD = 1 << 32
-MASK = MOD - 1
-HALF = 1 << 31
+from typing import Final
+
+MOD: Final = 1 << 32
+MASK: Final = MOD - 1
+HALF: Final = 1 << 31
 
 
 def add(a: int, n: int) -> int:

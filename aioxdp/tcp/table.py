@@ -34,6 +34,7 @@ import errno
 import heapq
 import itertools
 from collections import Counter, deque
+from typing import Final
 
 from . import seq as sq
 from .config import TcpConfig
@@ -46,23 +47,23 @@ from .wire import IcmpError
 
 Key = tuple[bytes, int, bytes, int]
 
-ANY = b""  # the wildcard listening address
+ANY: Final = b""  # the wildcard listening address
 # Linux's ip_local_port_range is 32768-60999 by default: the kernel, which shares our
 # addresses, picks its ephemeral ports there, so ours come from the ports above it.
-DEFAULT_PORT_RANGE = (61000, 65535)
+DEFAULT_PORT_RANGE: Final = (61000, 65535)
 # Bound on segments the table itself has queued (RSTs, cookie SYN-ACKs) between flushes.
-MAX_TABLE_OUTPUT = 4096
+MAX_TABLE_OUTPUT: Final = 4096
 # How long after its last cookie SYN-ACK a listener still checks ACKs for cookies: the
 # validity of a cookie (two 64 s counters).
-COOKIE_CHECK_WINDOW = 128.0
+COOKIE_CHECK_WINDOW: Final = 128.0
 # Linux's tcp_timewait_state_process: a SYN reopening a TIME-WAIT tuple gets an ISS
 # beyond anything the old incarnation can have sent.
-TIME_WAIT_ISS_GAP = 65535 + 2
-_HEAP_SLACK = 64
+TIME_WAIT_ISS_GAP: Final = 65535 + 2
+_HEAP_SLACK: Final = 64
 # The smallest path MTU an ICMP error may make us use: every IPv4 host takes 576-byte
 # datagrams (RFC 791 §3.1, RFC 1122 §3.3.3), every IPv6 link carries 1280 (RFC 8200 §5).
-MIN_PATH_MTU_V4 = 576
-MIN_PATH_MTU_V6 = 1280
+MIN_PATH_MTU_V4: Final = 576
+MIN_PATH_MTU_V6: Final = 1280
 
 
 class Listener:
@@ -449,6 +450,16 @@ class ConnectionTable:
             "srtt_max": rtts[-1] if rtts else None,
         }
 
+    def receive_paths(self) -> dict[str, int]:
+        """Segments that connections took through header prediction ("fast") and through
+        the general path of RFC 9293 §3.10.7 ("slow") since the table started: on a
+        request/response or bulk load nearly all should be fast (a scan, for statistics)."""
+        conns = self.connections.values()
+        return {
+            "fast": self.stats["closed-fast-path"] + sum(c.fast_path for c in conns),
+            "slow": self.stats["closed-slow-path"] + sum(c.slow_path for c in conns),
+        }
+
     def _new_connection(self, key: Key, iss: int, now: float,
                         listener: Listener | None) -> Connection:
         conn = Connection(local=(key[0], key[1]), remote=(key[2], key[3]), iss=iss,
@@ -509,6 +520,8 @@ class ConnectionTable:
             self.stats["closed-retransmits"] += conn.retransmits
             self.stats["closed-timeouts"] += conn.timeouts
             self.stats["closed-recoveries"] += conn.recoveries
+            self.stats["closed-fast-path"] += conn.fast_path
+            self.stats["closed-slow-path"] += conn.slow_path
             if self.track_flows:
                 self._flow_changes[key] = False
         self._deadlines.pop(conn, None)

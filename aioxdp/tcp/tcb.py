@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from . import seq as sq
 from .buffers import Reassembly, SendBuffer
@@ -26,10 +26,10 @@ from .segment import Segment
 if TYPE_CHECKING:
     from .connection import Connection
 
-INF = float("inf")
-MASK = sq.MASK
+INF: Final = float("inf")
+MASK: Final = sq.MASK
 # Quick ACKs at the start of a connection (as Linux), so slow start is not slowed.
-QUICKACK_SEGMENTS = 16
+QUICKACK_SEGMENTS: Final = 16
 
 
 class State(enum.IntEnum):
@@ -48,22 +48,22 @@ class State(enum.IntEnum):
     TIME_WAIT = 10
 
 
-CLOSED = State.CLOSED
-LISTEN = State.LISTEN
-SYN_SENT = State.SYN_SENT
-SYN_RECEIVED = State.SYN_RECEIVED
-ESTABLISHED = State.ESTABLISHED
-FIN_WAIT_1 = State.FIN_WAIT_1
-FIN_WAIT_2 = State.FIN_WAIT_2
-CLOSE_WAIT = State.CLOSE_WAIT
-CLOSING = State.CLOSING
-LAST_ACK = State.LAST_ACK
-TIME_WAIT = State.TIME_WAIT
+CLOSED: Final = State.CLOSED
+LISTEN: Final = State.LISTEN
+SYN_SENT: Final = State.SYN_SENT
+SYN_RECEIVED: Final = State.SYN_RECEIVED
+ESTABLISHED: Final = State.ESTABLISHED
+FIN_WAIT_1: Final = State.FIN_WAIT_1
+FIN_WAIT_2: Final = State.FIN_WAIT_2
+CLOSE_WAIT: Final = State.CLOSE_WAIT
+CLOSING: Final = State.CLOSING
+LAST_ACK: Final = State.LAST_ACK
+TIME_WAIT: Final = State.TIME_WAIT
 
 # States in which we may (re)send data or our FIN.
-SENDING = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
+SENDING: Final = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
 # States in which the peer's data is still accepted (RFC 9293 §3.10.7.4 seventh).
-RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+RECEIVING: Final = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
 
 
 class Tcb:
@@ -72,8 +72,9 @@ class Tcb:
     __slots__ = (
         "state", "local", "remote", "listener", "config", "events", "wake",
         "write_watermark", "nodelay",
-        # counters for statistics: segments resent, retransmission timeouts, fast recoveries
-        "retransmits", "timeouts", "recoveries",
+        # counters for statistics: segments resent, retransmission timeouts, fast recoveries,
+        # segments taken by header prediction and by the general path of receive
+        "retransmits", "timeouts", "recoveries", "fast_path", "slow_path",
         # send sequence space (RFC 9293 §3.3.1)
         "iss", "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2",
         "max_snd_wnd", "snd_wscale", "_snd_base", "_sendbuf", "_fin_seq",
@@ -112,6 +113,8 @@ class Tcb:
         self.retransmits = 0
         self.timeouts = 0
         self.recoveries = 0
+        self.fast_path = 0
+        self.slow_path = 0
 
         iss &= MASK
         self.iss = iss

@@ -27,7 +27,17 @@ class Timers(Output):
     __slots__ = ()
 
     def get_timer(self) -> float | None:
-        t = min(self._t_rto, self._t_delack, self._t_persist, self._t_keepalive, self._t_2msl)
+        # comparisons rather than min(): compiled, these are unboxed floats (a
+        # min() of five would box them and call the generic builtin, per segment)
+        t = self._t_rto
+        if self._t_delack < t:
+            t = self._t_delack
+        if self._t_persist < t:
+            t = self._t_persist
+        if self._t_keepalive < t:
+            t = self._t_keepalive
+        if self._t_2msl < t:
+            t = self._t_2msl
         return None if t == INF else t
 
     def handle_timer(self, *, now: float) -> None:

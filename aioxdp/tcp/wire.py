@@ -45,58 +45,60 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from dataclasses import dataclass
+from typing import Final
 
 from .segment import Segment
 
-ETH_P_IP = 0x0800
-ETH_P_IPV6 = 0x86DD
-ETH_P_8021Q = 0x8100
-IPPROTO_TCP = 6
-IPPROTO_ICMP = 1
-IPPROTO_ICMPV6 = 58
+ETH_P_IP: Final = 0x0800
+ETH_P_IPV6: Final = 0x86DD
+ETH_P_8021Q: Final = 0x8100
+IPPROTO_TCP: Final = 6
+IPPROTO_ICMP: Final = 1
+IPPROTO_ICMPV6: Final = 58
 
-ETH_HLEN = 14
-VLAN_HLEN = 4
-IPV4_HLEN = 20
-IPV6_HLEN = 40
-TCP_HLEN = 20
-MAX_OPTION_SPACE = 40
+ETH_HLEN: Final = 14
+VLAN_HLEN: Final = 4
+IPV4_HLEN: Final = 20
+IPV6_HLEN: Final = 40
+TCP_HLEN: Final = 20
+MAX_OPTION_SPACE: Final = 40
 
 # TCP option kinds (RFC 9293 §3.1, RFC 7323, RFC 2018)
-OPT_EOL = 0
-OPT_NOP = 1
-OPT_MSS = 2
-OPT_WSCALE = 3
-OPT_SACK_PERM = 4
-OPT_SACK = 5
-OPT_TIMESTAMP = 8
+OPT_EOL: Final = 0
+OPT_NOP: Final = 1
+OPT_MSS: Final = 2
+OPT_WSCALE: Final = 3
+OPT_SACK_PERM: Final = 4
+OPT_SACK: Final = 5
+OPT_TIMESTAMP: Final = 8
 
 # IPv6 extension headers we step over (RFC 8200 §4); Fragment drops the packet.
-_IPV6_HOP_BY_HOP = 0
-_IPV6_ROUTING = 43
-_IPV6_FRAGMENT = 44
-_IPV6_DEST_OPTS = 60
-_MAX_IPV6_EXT_HEADERS = 8
+_IPV6_HOP_BY_HOP: Final = 0
+_IPV6_ROUTING: Final = 43
+_IPV6_FRAGMENT: Final = 44
+_IPV6_DEST_OPTS: Final = 60
+_MAX_IPV6_EXT_HEADERS: Final = 8
 
-_ETHERTYPE = struct.Struct("!H")
-_IPV4 = struct.Struct("!BBHHHBBH4s4s")
-_IPV6 = struct.Struct("!IHBB16s16s")
-_TCP = struct.Struct("!HHIIBBHHH")
-_U16 = struct.Struct("!H")
-_U32X2 = struct.Struct("!II")
-_TS_ALIGNED = struct.Struct("!III")  # NOP NOP TS(10) TSval TSecr: what Linux puts on every segment
-_TS_ALIGNED_WORD = 0x0101080A
-_SACKOK_TS_WORD = 0x0402080A
-_ETH_IPV4_OUT = struct.Struct("!HBBHHHBBH4s4s")
-_ETH_IPV6_OUT = struct.Struct("!HIHBB16s16s")
-_IP_DF = 0x4000
+_ETHERTYPE: Final = struct.Struct("!H")
+_IPV4: Final = struct.Struct("!BBHHHBBH4s4s")
+_IPV6: Final = struct.Struct("!IHBB16s16s")
+_TCP: Final = struct.Struct("!HHIIBBHHH")
+_U16: Final = struct.Struct("!H")
+_U32X2: Final = struct.Struct("!II")
+# NOP NOP TS(10) TSval TSecr: what Linux puts on every segment
+_TS_ALIGNED: Final = struct.Struct("!III")
+_TS_ALIGNED_WORD: Final = 0x0101080A
+_SACKOK_TS_WORD: Final = 0x0402080A
+_ETH_IPV4_OUT: Final = struct.Struct("!HBBHHHBBH4s4s")
+_ETH_IPV6_OUT: Final = struct.Struct("!HIHBB16s16s")
+_IP_DF: Final = 0x4000
 # The common frame, whole: Ethernet, a 20-byte IPv4 header, TCP with NOP NOP TS and nothing
 # else (what Linux and this stack put on every data and ACK segment). One struct call reads
 # or writes all its headers; anything else takes the general path.
-_ETH_IPV4_TCP_TS = struct.Struct("!12xHBxHxxHxB2x4s4sHHIIBBH2xHIII")
-_ETH_IPV4_TCP_TS_OUT = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIBBHHHIII")
-_TS_FRAME_LEN = _ETH_IPV4_TCP_TS.size  # 66
-_TS_DOFF = (TCP_HLEN + 12) >> 2
+_ETH_IPV4_TCP_TS: Final = struct.Struct("!12xHBxHxxHxB2x4s4sHHIIBBH2xHIII")
+_ETH_IPV4_TCP_TS_OUT: Final = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIBBHHHIII")
+_TS_FRAME_LEN: Final = _ETH_IPV4_TCP_TS.size  # 66
+_TS_DOFF: Final = (TCP_HLEN + 12) >> 2
 
 _Options = tuple[int | None, int | None, bool, tuple[tuple[int, int], ...], tuple[int, int] | None]
 _NO_OPTIONS: _Options = (None, None, False, (), None)
@@ -367,17 +369,20 @@ def _parse_options(buf: bytes | bytearray | memoryview, i: int, end: int,
 
 # --- ICMP errors about our segments (RFC 5927, TCP-CHECKLIST 21) ------------------------------
 
-ICMP_HLEN = 8
-_ICMP = struct.Struct("!BBHI")  # type, code, checksum, the rest of the header (RFC 792, RFC 4443)
-_QUOTED_TCP = struct.Struct("!HHI")  # ports and sequence number: 8 bytes are all RFC 792 promises
-_ICMP_KINDS = {  # (version, type) -> kind; IPv4 type 3 code 4 is "frag-needed" (RFC 1191 §4)
+ICMP_HLEN: Final = 8
+# type, code, checksum, the rest of the header (RFC 792, RFC 4443)
+_ICMP: Final = struct.Struct("!BBHI")
+# ports and sequence number: 8 bytes are all RFC 792 promises
+_QUOTED_TCP: Final = struct.Struct("!HHI")
+# (version, type) -> kind; IPv4 type 3 code 4 is "frag-needed" (RFC 1191 §4)
+_ICMP_KINDS: Final = {
     (4, 3): "unreachable",
     (4, 11): "time-exceeded",
     (6, 1): "unreachable",
     (6, 2): "packet-too-big",  # RFC 8201 §4, RFC 4443 §3.2
     (6, 3): "time-exceeded",
 }
-_ICMP_FRAG_NEEDED = 4
+_ICMP_FRAG_NEEDED: Final = 4
 
 
 @dataclass(slots=True, frozen=True)

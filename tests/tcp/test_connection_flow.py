@@ -4,7 +4,7 @@ application side of the API (pause/resume, watermark, wake)."""
 
 from __future__ import annotations
 
-from aioxdp.tcp.connection import Connection, State
+from aioxdp.tcp.connection import State
 from aioxdp.tcp.events import ConnectionClosed, DataReceived, SendBufferDrained
 
 from .packetscript import ISS, PEER_ISS, S, config, passive
@@ -422,19 +422,40 @@ def test_fin_into_closed_window_is_probed_indefinitely():
     s.run([(s.now, "<", S(".", seq=P, ack=U + 1, win=0)), (s.now, "state", State.FIN_WAIT_2)])
 
 
-def test_request_response_segment_takes_the_fast_path(monkeypatch):
+def test_request_response_segment_takes_the_fast_path():
     """A data segment that also acknowledges our data (the next request after a
     response) is processed by header prediction: the ACK frees our buffer and
     the data is delivered, without the general path."""
     s = passive()
     s.run([(0.0, "send", b"response")])
     s.outbox.clear()
-
-    def slow(*args: object) -> None:
-        raise AssertionError("took the slow path")
-
-    monkeypatch.setattr(Connection, "_receive_slow", slow)
+    fast, slow = s.conn.fast_path, s.conn.slow_path
     s.inject(S("P.", seq=PEER_ISS + 1, ack=ISS + 1 + len(b"response"), data=b"next request"))
+    assert (s.conn.fast_path - fast, s.conn.slow_path - slow) == (1, 0)
     assert s.conn.snd_una == ISS + 1 + len(b"response")
     assert s.conn.send_buffer_size == 0
     assert s.expect_event(DataReceived).data == b"next request"
+
+
+def test_request_with_a_shrunk_window_takes_the_fast_path():
+    """The peer's window shrinks by each request until its receiver SWS avoidance moves
+    the right edge (RFC 9293 §3.8.6.2.2): header prediction takes the new window."""
+    s = passive()
+    s.run([(0.0, "send", b"response")])
+    s.outbox.clear()
+    fast, slow = s.conn.fast_path, s.conn.slow_path
+    s.inject(S("P.", seq=PEER_ISS + 1, ack=ISS + 1 + len(b"response"), data=b"next",
+               win=1000))
+    assert (s.conn.fast_path - fast, s.conn.slow_path - slow) == (1, 0)
+    assert s.conn.snd_wnd == 1000 << s.conn.snd_wscale
+    assert s.expect_event(DataReceived).data == b"next"
+
+
+def test_zero_window_takes_the_general_path():
+    """A window closing to zero needs the persist timer: not header prediction's job."""
+    s = passive()
+    s.run([(0.0, "send", b"response")])
+    slow = s.conn.slow_path
+    s.inject(S(".", seq=PEER_ISS + 1, ack=ISS + 1 + len(b"response"), win=0))
+    assert s.conn.slow_path == slow + 1
+    assert s.conn.snd_wnd == 0

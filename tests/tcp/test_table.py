@@ -622,6 +622,37 @@ def exchange(a: ConnectionTable, b: ConnectionTable, now: float) -> int:
     return moved
 
 
+@pytest.mark.parametrize("size", [64, 1000])
+def test_request_response_takes_the_fast_path(size: int) -> None:
+    """Requests and responses between two tables (each window shrinking by every request
+    until its right edge moves) are taken by header prediction once established: only
+    the handshake goes through the general path."""
+    server = ConnectionTable(config=TcpConfig(), secret=b"server", now=0.0)
+    client = ConnectionTable(config=TcpConfig(), secret=b"client", now=0.0)
+    server.listen(ANY, 80)
+    conn = client.connect((CLIENT, 0), (SERVER, 80), now=0.0)
+    now = 0.0
+    exchange(client, server, now)
+    events(client)
+    (accepted,) = events(server)
+    assert isinstance(accepted, ConnectionEstablished)
+    handshake_paths = (client.receive_paths(), server.receive_paths())
+    for _ in range(300):
+        now += 0.0001
+        conn.send(bytes(size))
+        exchange(client, server, now)
+        (request,) = events(server)
+        assert isinstance(request, DataReceived) and len(request.data) == size
+        accepted.conn.send(request.data)
+        exchange(client, server, now)
+        (response,) = events(client)
+        assert isinstance(response, DataReceived) and len(response.data) == size
+    for table, before in zip((client, server), handshake_paths, strict=True):
+        paths = table.receive_paths()
+        assert paths["slow"] == before["slow"], paths
+        assert paths["fast"] - before["fast"] >= 300
+
+
 @pytest.mark.parametrize("through_cookie", [False, True])
 def test_two_tables_talk_through_wire(through_cookie: bool) -> None:
     server = ConnectionTable(config=TcpConfig(), secret=b"server", now=0.0)

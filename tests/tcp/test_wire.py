@@ -84,7 +84,9 @@ def tcp4_frame(options: bytes = b"", payload: bytes = b"", *, flags: int = 0x10,
     return ethernet(ipv4_packet(CLIENT4, SERVER4, segment), 0x0800)
 
 
-SLOTS = Segment.__slots__
+# Segment's fields (a compiled class has no __slots__ to read them from)
+SLOTS = ("src", "dst", "sport", "dport", "seq", "ack", "flags", "window", "payload", "urgent",
+         "mss", "wscale", "sack_permitted", "sack", "ts", "gso_size")
 
 
 def seg_fields(seg: Segment) -> dict[str, object]:

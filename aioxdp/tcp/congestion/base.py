@@ -19,10 +19,13 @@ inflation (``cwnd = ssthresh + n*SMSS`` after n duplicate ACKs) by comparing
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 
 class CongestionControl(ABC):
-    name: str = ""
+    # the algorithm's name in TcpConfig.congestion (a class attribute: compiled classes
+    # turn an instance annotation into a per-instance slot)
+    name: ClassVar[str] = ""
 
     def __init__(self, *, mss: int, initial_window_segments: int = 10) -> None:
         self.mss = mss

@@ -13,22 +13,24 @@ each per-ACK increment carried so that slow growth is not rounded away.
 
 from __future__ import annotations
 
+from typing import Final
+
 from .base import CongestionControl
 
-C = 0.4  # RFC 9438 §5.1: segments / s^3
-BETA = 0.7  # RFC 9438 §4.6: beta_cubic
+C: Final = 0.4  # RFC 9438 §5.1: segments / s^3
+BETA: Final = 0.7  # RFC 9438 §4.6: beta_cubic
 # RFC 9438 §4.3: AIMD increase that matches Reno's average rate at this beta.
-ALPHA = 3 * (1 - BETA) / (1 + BETA)
-RTT_GAIN = 0.125  # smoothing of the RTT the curve looks ahead by (RFC 6298 alpha)
+ALPHA: Final = 3 * (1 - BETA) / (1 + BETA)
+RTT_GAIN: Final = 0.125  # smoothing of the RTT the curve looks ahead by (RFC 6298 alpha)
 
 # RFC 9406 §4.3 HyStart++ constants.
-MIN_RTT_THRESH = 0.004
-MAX_RTT_THRESH = 0.016
-MIN_RTT_DIVISOR = 8
-N_RTT_SAMPLE = 8
-CSS_GROWTH_DIVISOR = 4
-CSS_ROUNDS = 5
-INF = float("inf")
+MIN_RTT_THRESH: Final = 0.004
+MAX_RTT_THRESH: Final = 0.016
+MIN_RTT_DIVISOR: Final = 8
+N_RTT_SAMPLE: Final = 8
+CSS_GROWTH_DIVISOR: Final = 4
+CSS_ROUNDS: Final = 5
+INF: Final = float("inf")
 
 
 class HyStart:
