@@ -8,8 +8,12 @@ Two objects:
   (``flows``). Everything else stays with Linux.
 - :class:`XskSocket` is one AF_XDP socket on one receive queue with its own
   UMEM. ``recv`` hands out a batch of frames as memoryviews into the UMEM
-  (no copy); ``send`` copies a batch of frames into free UMEM frames, fills in
-  their checksums and queues them — one C call per batch either way.
+  (no copy); ``recv_records`` parses a batch in C instead, coalescing
+  in-order segments of a flow (GRO-like), into records that
+  ``aioxdp.tcp.records`` turns into segments; ``send`` copies a batch of
+  frames into free UMEM frames, cutting super-frames into MSS-sized ones
+  (GSO-like), fills in their checksums and queues them — one C call per
+  batch either way.
 
 Not thread-safe: one thread (the event loop's) owns a socket.
 """
@@ -29,7 +33,7 @@ from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ._xsk import ffi, lib
 
@@ -40,8 +44,11 @@ __all__ = [
     "COUNTER_NAMES",
     "XdpProgram",
     "XskSocket",
+    "FrameRecords",
     "checksum",
+    "cut_frame",
     "packed_address",
+    "parse_frames",
     "fill_checksums",
     "verify_checksums",
 ]
@@ -88,6 +95,16 @@ if _FLOW.size != ffi.sizeof("struct aioxdp_flow"):
     raise ImportError("_FLOW is out of step with struct aioxdp_flow (aioxdp_common.h)")
 
 _STAT_FIELDS = tuple(name for name, _ in ffi.typeof("struct axsk_stats").fields)
+RECORD_SIZE = ffi.sizeof("struct axsk_record")
+# axsk_send's errors, for the caller
+_SEND_ERRORS = {
+    errno.EINVAL: "a frame is not 1..{frame_size} bytes, or a super-frame (gso size > 0) is not "
+                  "one IPv4/IPv6 TCP segment whose IP length covers the rest of the frame, or "
+                  "the lengths overrun the buffer",
+    errno.EMSGSIZE: "a super-frame's pieces (headers + gso size) exceed the UMEM frame size "
+                    "{frame_size}",
+    errno.E2BIG: "a super-frame has more pieces than the TX ring or the UMEM can ever queue",
+}
 
 
 def _check(ret: int, what: str) -> int:
@@ -118,6 +135,68 @@ def fill_checksums(frame: bytearray | memoryview) -> None:
     as ``XskSocket.send`` does for every frame it queues."""
     buf = ffi.from_buffer(frame, require_writable=True)
     lib.axc_fill(buf, len(buf))
+
+
+def _rx_options(raw_ports: tuple[int, int] | None, keep_ports: tuple[int, int] | None,
+                coalesce: bool) -> object:
+    raw_lo, raw_hi = raw_ports or (0, 0)
+    keep_lo, keep_hi = keep_ports or (1, 0)  # lo > hi: an empty range
+    return ffi.new("struct axsk_rx_options *", {
+        "raw_lo": raw_lo, "raw_hi": raw_hi, "keep_lo": keep_lo, "keep_hi": keep_hi,
+        "coalesce": coalesce})
+
+
+class FrameRecords(NamedTuple):
+    """What ``parse_frames`` made of a list of frames: ``count`` records in
+    ``records`` (``aioxdp.tcp.records.decode``), their payloads in ``payloads``,
+    and ``frames``, the frames end to end, where raw records' frames are."""
+
+    records: bytearray
+    payloads: bytearray
+    count: int
+    frames: bytes
+
+
+def parse_frames(frames: Sequence[bytes | bytearray | memoryview], *, coalesce: bool = True,
+                 raw_ports: tuple[int, int] | None = None,
+                 keep_ports: tuple[int, int] | None = None) -> FrameRecords:
+    """Frames -> records, by the C code ``XskSocket.recv_records`` runs (without
+    checksum verification): for tests and measurements of the C parser and
+    coalescing. ``raw_ports``/``keep_ports`` as for ``XskSocket.set_rx_options``."""
+    joined = b"".join(frames)
+    spans = array("Q")
+    pos = 0
+    for frame in frames:
+        spans.extend((pos, pos + len(frame)))
+        pos += len(frame)
+    records = bytearray(RECORD_SIZE * max(1, len(frames)))
+    payloads = bytearray(max(1, len(joined)))
+    n = lib.axsk_parse_frames(
+        ffi.from_buffer(joined), ffi.from_buffer("uint64_t[]", spans), len(frames),
+        ffi.from_buffer("struct axsk_record[]", records, require_writable=True),
+        ffi.from_buffer(payloads, require_writable=True), len(payloads),
+        _rx_options(raw_ports, keep_ports, coalesce))
+    return FrameRecords(records, payloads, _check(n, "parse_frames"), joined)
+
+
+def cut_frame(frame: bytes | bytearray | memoryview, gso_size: int,
+              frame_size: int = 2048) -> list[bytes]:
+    """The frames ``XskSocket.send`` puts on the wire for ``frame`` sent with
+    ``gso_size`` (checksums filled in): for tests of the transmit path's cutting.
+    Raises ValueError as ``send`` does."""
+    pieces = max(1, -(-len(frame) // max(1, gso_size)))
+    out = bytearray(pieces * frame_size)
+    lens = array("I", bytes(4 * pieces))
+    n = lib.axsk_cut_frame(ffi.from_buffer(frame), len(frame), gso_size, frame_size,
+                           ffi.from_buffer(out, require_writable=True), len(out),
+                           ffi.from_buffer("uint32_t[]", lens, require_writable=True), pieces)
+    if n < 0:
+        raise ValueError(_SEND_ERRORS.get(-n, os.strerror(-n)).format(frame_size=frame_size))
+    result, pos = [], 0
+    for length in lens[:n]:
+        result.append(bytes(out[pos:pos + length]))
+        pos += length
+    return result
 
 
 def _endpoint(addr: bytes, port: int = 0) -> object:
@@ -398,6 +477,17 @@ class XskSocket:
         # so that Python reads it back without a per-element cffi call
         self._spans = array("Q", bytes(16 * rx_size))
         self._spans_ptr = ffi.from_buffer("uint64_t[]", self._spans, require_writable=True)
+        # recv_records: the records and the payload arena, room for a whole RX ring
+        # of frames (a payload is never longer than its frame); mmap'd so that only
+        # the pages a batch uses are ever touched
+        self._records = bytearray(RECORD_SIZE * rx_size)
+        self._records_ptr = ffi.from_buffer("struct axsk_record[]", self._records,
+                                            require_writable=True)
+        self._arena = mmap.mmap(-1, rx_size * frame_size,
+                                flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._arena_ptr = ffi.from_buffer(self._arena, require_writable=True)
+        self._arena_len = rx_size * frame_size
+        self._payloads = memoryview(self._arena)
         self._stats = ffi.new("struct axsk_stats *")
         cfg = ffi.new("struct axsk_config *", {
             "num_frames": num_frames,
@@ -480,6 +570,39 @@ class XskSocket:
         n = lib.axsk_recv(self._sock(), max_frames, self._spans_ptr)
         return self._spans[: 2 * n].tolist() if n else []
 
+    def recv_records(self, max_frames: int = 64) -> int:
+        """Up to ``max_frames`` received frames (checksums verified as for ``recv``),
+        parsed in C into records: returns how many. ``aioxdp.tcp.records.decode
+        (xsk.records, xsk.payloads, n)`` makes segments of them.
+
+        In-order data segments of one flow in the batch are coalesced into one
+        record (as Linux's GRO; see ``set_rx_options``). Frames the C code does
+        not parse are "raw" records, their frames held in the UMEM at
+        ``records.frame_span`` until the next receive or ``release``; the frames
+        of parsed records are already back with the kernel, their payloads in
+        ``payloads`` until the next ``recv_records``."""
+        return int(lib.axsk_recv_records(self._sock(), max_frames, self._records_ptr,
+                                         self._arena_ptr, self._arena_len))
+
+    @property
+    def records(self) -> bytearray:
+        """The records of the last ``recv_records`` (struct axsk_record, records.h)."""
+        return self._records
+
+    @property
+    def payloads(self) -> memoryview:
+        """The payload arena of the last ``recv_records``."""
+        return self._payloads
+
+    def set_rx_options(self, *, raw_ports: tuple[int, int] | None = None,
+                       keep_ports: tuple[int, int] | None = None,
+                       coalesce: bool = True) -> None:
+        """How ``recv_records`` treats frames: segments to a destination port in
+        ``raw_ports`` (lo, hi) but not in ``keep_ports`` are left raw (another
+        worker's connections, which its caller relays whole), and ``coalesce``
+        False keeps every wire segment its own record."""
+        lib.axsk_set_rx_options(self._sock(), _rx_options(raw_ports, keep_ports, coalesce))
+
     @property
     def umem(self) -> memoryview:
         """The whole UMEM, read-write; frames are at the offsets ``recv_spans`` gives."""
@@ -493,12 +616,19 @@ class XskSocket:
         self,
         frames: bytes | bytearray | memoryview,
         lengths: Sequence[int] | array[int],
+        gso_sizes: Sequence[int] | array[int] | None = None,
     ) -> int:
         """Queue frames laid end to end in ``frames`` (``lengths[i]`` bytes
         each) for transmission, with their IPv4 header and TCP/UDP checksums
         filled in (leave the fields zero). Returns how many were queued, from
         the front: fewer than ``len(lengths)`` when free frames or TX slots run
-        out — send the rest later. Never blocks."""
+        out — send the rest later. Never blocks.
+
+        ``gso_sizes[i] > 0`` makes frame i a super-frame: one TCP segment of any
+        length, cut in C into frames of ``gso_sizes[i]`` payload bytes (headers
+        copied, lengths, sequence numbers and checksums per piece, FIN and PSH
+        on the last), queued all or none, so it still counts as one. Raises
+        ValueError (nothing queued) for a frame it cannot send."""
         n = len(lengths)
         if not n:
             return 0
@@ -510,12 +640,18 @@ class XskSocket:
         else:
             width = 4
             lens = ffi.from_buffer(array("I", lengths))
+        gso = ffi.NULL
+        if gso_sizes is not None:
+            if len(gso_sizes) != n:
+                raise ValueError("gso_sizes must have one entry per frame")
+            if not (isinstance(gso_sizes, array) and gso_sizes.typecode == "H"):
+                gso_sizes = array("H", gso_sizes)
+            gso = ffi.from_buffer("uint16_t[]", gso_sizes)
         buf = ffi.from_buffer(frames)
-        ret = lib.axsk_send(self._sock(), buf, len(buf), lens, width, n)
+        ret = lib.axsk_send(self._sock(), buf, len(buf), lens, width, gso, n)
         if ret < 0:
-            raise ValueError(
-                f"frame lengths must be 1..{self.frame_size} and fit in the buffer"
-            )
+            raise ValueError(_SEND_ERRORS.get(-ret, os.strerror(-ret)).format(
+                frame_size=self.frame_size))
         return int(ret)
 
     def flush(self) -> int:

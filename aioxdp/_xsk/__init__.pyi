@@ -6,16 +6,20 @@ from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 from ..protect import Protection
 
 __all__ = [
     "COUNTER_NAMES",
+    "FrameRecords",
     "XdpProgram",
     "XskSocket",
     "checksum",
+    "cut_frame",
     "fill_checksums",
     "packed_address",
+    "parse_frames",
     "verify_checksums",
 ]
 
@@ -24,6 +28,19 @@ BPF_OBJECT: Path
 BPFFS: Path
 COUNTER_NAMES: tuple[str, ...]
 Flow = tuple[bytes, int, bytes, int]
+RECORD_SIZE: int
+
+class FrameRecords(NamedTuple):
+    records: bytearray
+    payloads: bytearray
+    count: int
+    frames: bytes
+
+def parse_frames(frames: Sequence[bytes | bytearray | memoryview], *, coalesce: bool = True,
+                 raw_ports: tuple[int, int] | None = None,
+                 keep_ports: tuple[int, int] | None = None) -> FrameRecords: ...
+def cut_frame(frame: bytes | bytearray | memoryview, gso_size: int,
+              frame_size: int = 2048) -> list[bytes]: ...
 
 def checksum(data: bytes | bytearray | memoryview) -> int: ...
 def verify_checksums(frame: bytes | bytearray | memoryview) -> bool: ...
@@ -89,6 +106,14 @@ class XskSocket:
     def fileno(self) -> int: ...
     def recv(self, max_frames: int = 64) -> list[memoryview]: ...
     def recv_spans(self, max_frames: int = 64) -> list[int]: ...
+    def recv_records(self, max_frames: int = 64) -> int: ...
+    @property
+    def records(self) -> bytearray: ...
+    @property
+    def payloads(self) -> memoryview: ...
+    def set_rx_options(self, *, raw_ports: tuple[int, int] | None = None,
+                       keep_ports: tuple[int, int] | None = None,
+                       coalesce: bool = True) -> None: ...
     @property
     def umem(self) -> memoryview: ...
     def release(self) -> None: ...
@@ -96,6 +121,7 @@ class XskSocket:
         self,
         frames: bytes | bytearray | memoryview,
         lengths: Sequence[int] | array[int],
+        gso_sizes: Sequence[int] | array[int] | None = None,
     ) -> int: ...
     def flush(self) -> int: ...
     @property

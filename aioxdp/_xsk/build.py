@@ -1,10 +1,12 @@
 """cffi API-mode build of ``aioxdp._xsk._xsk``: every ``cdef`` in one place.
 
-The C side (xsk.c, csum.h) is compiled into the extension and linked with
-libxdp and libbpf. Structs and enums shared with the XDP program come from
-bpf/aioxdp_common.h and are mirrored here; the ``...;`` forms let cffi take
-the real layout and values from the compiled headers, so a mismatch fails at
-build time rather than corrupting a map.
+The C side (xsk.c, offload.c, csum.h) is compiled into the extension and
+linked with libxdp and libbpf. Structs and enums shared with the XDP program
+come from bpf/aioxdp_common.h and are mirrored here; the ``...;`` forms let
+cffi take the real layout and values from the compiled headers, so a
+mismatch fails at build time rather than corrupting a map. The receive
+records' layout (records.h) is not mirrored but read: the block between its
+cdef markers is handed to cffi as it stands, so it is written down once.
 """
 
 from pathlib import Path
@@ -13,6 +15,13 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 BPF_DIR = HERE.parent.parent / "bpf"
+
+
+def _header_cdef(path: Path) -> str:
+    """The declarations between ``/* cdef-begin */`` and ``/* cdef-end */`` of a header."""
+    text = path.read_text()
+    return text[text.index("/* cdef-begin */"):text.index("/* cdef-end */")]
+
 
 CDEF = """
 /* bpf/aioxdp_common.h */
@@ -158,6 +167,11 @@ struct axsk_stats {
     uint64_t rx_dropped_malformed;
     uint64_t rx_kicks;
     uint64_t tx_kicks;
+    uint64_t rx_record_frames;
+    uint64_t rx_records;
+    uint64_t rx_raw_records;
+    uint64_t tx_gso_frames;
+    uint64_t tx_gso_pieces;
     uint32_t free_frames;
     uint32_t held_frames;
     uint32_t tx_outstanding;
@@ -180,10 +194,20 @@ int axsk_fd(const struct axsk *s);
 int axsk_zerocopy(const struct axsk *s);
 void axsk_release(struct axsk *s);
 uint32_t axsk_recv(struct axsk *s, uint32_t max, uint64_t *spans);
+void axsk_set_rx_options(struct axsk *s, const struct axsk_rx_options *o);
+uint32_t axsk_recv_records(struct axsk *s, uint32_t max, struct axsk_record *recs,
+                           uint8_t *arena, uint64_t arena_len);
 int64_t axsk_send(struct axsk *s, const uint8_t *buf, uint64_t buflen, const void *lens,
-                  int width, uint32_t n);
+                  int width, const uint16_t *gso, uint32_t n);
 uint32_t axsk_flush(struct axsk *s);
 void axsk_stats(const struct axsk *s, struct axsk_stats *out);
+
+/* offload.c: the same parsing and cutting over caller buffers */
+int64_t axsk_parse_frames(const uint8_t *base, const uint64_t *spans, uint32_t n,
+                          struct axsk_record *recs, uint8_t *arena, uint64_t arena_len,
+                          const struct axsk_rx_options *o);
+int64_t axsk_cut_frame(const uint8_t *f, uint32_t len, uint32_t gso, uint32_t frame_size,
+                       uint8_t *out, uint64_t out_len, uint32_t *lens, uint32_t max_pieces);
 
 /* csum.h */
 enum axc_verdict { AXC_OK, AXC_BAD_CHECKSUM, AXC_MALFORMED };
@@ -193,14 +217,15 @@ void axc_fill(uint8_t *f, uint32_t len);
 """
 
 ffibuilder = FFI()
-ffibuilder.cdef(CDEF)
+ffibuilder.cdef(_header_cdef(HERE / "records.h") + CDEF)
 ffibuilder.set_source(
     "aioxdp._xsk._xsk",
     '#include "xsk.c"',
     include_dirs=[str(HERE), str(BPF_DIR)],
     libraries=["xdp", "bpf"],
     extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
-    depends=[str(HERE / "xsk.c"), str(HERE / "csum.h"), str(BPF_DIR / "aioxdp_common.h")],
+    depends=[str(HERE / name) for name in ("xsk.c", "offload.c", "csum.h", "records.h")]
+    + [str(BPF_DIR / "aioxdp_common.h")],
 )
 
 if __name__ == "__main__":

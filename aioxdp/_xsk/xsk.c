@@ -31,6 +31,7 @@
 
 #include "aioxdp_common.h"
 #include "csum.h"
+#include "offload.c"
 
 #ifndef SOL_XDP
 #define SOL_XDP 283
@@ -364,6 +365,11 @@ struct axsk_stats {
 	uint64_t rx_dropped_malformed;
 	uint64_t rx_kicks;
 	uint64_t tx_kicks;
+	uint64_t rx_record_frames; /* frames recv_records took in */
+	uint64_t rx_records; /* records it gave out (coalescing: fewer) */
+	uint64_t rx_raw_records; /* frames it left to Python */
+	uint64_t tx_gso_frames; /* super-frames cut into several frames */
+	uint64_t tx_gso_pieces; /* the frames they were cut into */
 	uint32_t free_frames;
 	uint32_t held_frames;
 	uint32_t tx_outstanding; /* in the TX or completion ring */
@@ -398,6 +404,10 @@ struct axsk {
 	uint32_t nfree;
 	uint64_t *held;
 	uint32_t nheld;
+	uint64_t *spans; /* recv_records: the batch's frames, checksums verified */
+	struct axo_piece *pieces; /* recv_records: axo_records' bookkeeping */
+	struct axsk_rx_options rx_opts;
+	uint32_t tx_cap; /* frames one send can ever get at once */
 	uint32_t tx_outstanding;
 	int fd;
 	int need_wakeup;
@@ -466,6 +476,8 @@ void axsk_delete(struct axsk *s)
 		xsk_umem__delete(s->umem);
 	free(s->free);
 	free(s->held);
+	free(s->spans);
+	free(s->pieces);
 	free(s);
 }
 
@@ -505,7 +517,15 @@ int axsk_create(struct axsk **out, const char *ifname, uint32_t queue_id, void *
 	s->need_wakeup = !!(cfg->bind_flags & XDP_USE_NEED_WAKEUP);
 	s->free = calloc(cfg->num_frames, sizeof(*s->free));
 	s->held = calloc(cfg->rx_size, sizeof(*s->held));
-	if (!s->free || !s->held) {
+	s->spans = calloc(2 * (size_t)cfg->rx_size, sizeof(*s->spans));
+	s->pieces = calloc(cfg->rx_size, sizeof(*s->pieces));
+	s->rx_opts.coalesce = 1;
+	/* no more frames than the TX ring holds, or than the fill ring leaves,
+	 * are ever free for one send at once */
+	s->tx_cap = cfg->num_frames - s->fill_target;
+	if (s->tx_cap > cfg->tx_size)
+		s->tx_cap = cfg->tx_size;
+	if (!s->free || !s->held || !s->spans || !s->pieces) {
 		axsk_delete(s);
 		return -ENOMEM;
 	}
@@ -551,26 +571,22 @@ void axsk_release(struct axsk *s)
 	refill(s);
 }
 
-/* Releases the previous batch, then takes up to `max` frames from the RX
- * ring. Frames with a bad IPv4 header, TCP, UDP or ICMP checksum, or with headers
- * longer than the frame, are dropped and counted; the others are described
- * by [spans[2i], spans[2i+1]) offsets into the UMEM and stay held until the
- * next recv or release. Returns the number of frames delivered. */
-uint32_t axsk_recv(struct axsk *s, uint32_t max, uint64_t *spans)
+/* Takes up to `max` frames from the RX ring. Frames with a bad IPv4 header,
+ * TCP, UDP or ICMP checksum, or with headers longer than the frame, are
+ * dropped and counted; the others are described by [spans[2i], spans[2i+1])
+ * offsets into the UMEM, and are the caller's to hold or free. */
+static uint32_t rx_take(struct axsk *s, uint32_t max, uint64_t *spans)
 {
 	uint32_t idx, n, got = 0;
 
-	axsk_release(s);
 	if (max > s->held_cap)
 		max = s->held_cap;
 	n = xsk_ring_cons__peek(&s->rx, max, &idx);
 	for (uint32_t i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, idx + i);
-		uint64_t base = d->addr & s->frame_mask;
 
 		switch (axc_verify(s->area + d->addr, d->len)) {
 		case AXC_OK:
-			s->held[s->nheld++] = base;
 			spans[2 * got] = d->addr;
 			spans[2 * got + 1] = d->addr + d->len;
 			got++;
@@ -581,20 +597,73 @@ uint32_t axsk_recv(struct axsk *s, uint32_t max, uint64_t *spans)
 		default:
 			s->cnt.rx_dropped_malformed++;
 		}
-		s->free[s->nfree++] = base;
+		s->free[s->nfree++] = d->addr & s->frame_mask;
 	}
-	if (n) {
+	if (n)
 		xsk_ring_cons__release(&s->rx, n);
-		refill(s);
-	}
+	s->cnt.rx += got;
+	return got;
+}
+
+/* After a receive: frames back to the fill ring, and the driver told so if
+ * it found the ring empty and waits (zero-copy drivers; copy mode never asks). */
+static void rx_done(struct axsk *s)
+{
+	refill(s);
 	if (s->need_wakeup && xsk_ring_prod__needs_wakeup(&s->fill)) {
-		/* the driver found the fill ring empty and waits to be told it
-		 * is not any more (zero-copy drivers; copy mode never asks) */
 		s->cnt.rx_kicks++;
 		recvfrom(s->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	}
-	s->cnt.rx += got;
+}
+
+/* Releases the previous batch, then takes up to `max` frames (rx_take),
+ * which stay held until the next recv or release. Returns the number of
+ * frames delivered. */
+uint32_t axsk_recv(struct axsk *s, uint32_t max, uint64_t *spans)
+{
+	uint32_t got;
+
+	axsk_release(s);
+	got = rx_take(s, max, spans);
+	for (uint32_t i = 0; i < got; i++)
+		s->held[s->nheld++] = spans[2 * i] & s->frame_mask;
+	rx_done(s);
 	return got;
+}
+
+/* Which frames recv_records leaves raw, and whether it coalesces. */
+void axsk_set_rx_options(struct axsk *s, const struct axsk_rx_options *o)
+{
+	s->rx_opts = *o;
+}
+
+/* Releases the previous batch, takes up to `max` frames (rx_take) and turns
+ * them into records (offload.c: parsed and coalesced, payloads copied into
+ * the arena of arena_len bytes; recs has room for `max`). Frames of parsed
+ * records go straight back to the kernel; those of raw records stay held,
+ * at the UMEM offsets their records give, until the next recv or release.
+ * Returns the number of records. */
+uint32_t axsk_recv_records(struct axsk *s, uint32_t max, struct axsk_record *recs,
+			   uint8_t *arena, uint64_t arena_len)
+{
+	uint32_t got, out;
+
+	axsk_release(s);
+	got = rx_take(s, max, s->spans);
+	out = axo_records(s->area, s->spans, got, s->pieces, recs, arena, arena_len, &s->rx_opts);
+	for (uint32_t i = 0; i < got; i++) {
+		uint64_t base = s->spans[2 * i] & s->frame_mask;
+
+		if (s->pieces[i].raw)
+			s->held[s->nheld++] = base;
+		else
+			s->free[s->nfree++] = base;
+	}
+	rx_done(s);
+	s->cnt.rx_record_frames += got;
+	s->cnt.rx_records += out;
+	s->cnt.rx_raw_records += s->nheld; /* the previous batch was released above */
+	return out;
 }
 
 static uint32_t length_at(const void *lens, int width, uint32_t i)
@@ -602,47 +671,89 @@ static uint32_t length_at(const void *lens, int width, uint32_t i)
 	return width == 2 ? ((const uint16_t *)lens)[i] : ((const uint32_t *)lens)[i];
 }
 
-/* Queues frames laid end to end in `buf` (lengths in `lens`, 16- or 32-bit
- * per `width`), filling in their IPv4 header and TCP/UDP checksums. Takes
- * as many as there are free frames and TX slots, kicks the kernel, and
- * returns how many were queued, or -EINVAL (nothing queued) when a length
- * is 0 or above the frame size or the lengths overrun the buffer. */
-int64_t axsk_send(struct axsk *s, const uint8_t *buf, uint64_t buflen, const void *lens,
-		  int width, uint32_t n)
+/* Checks frame i of a send (axo_cut_plan) and returns its number of pieces,
+ * or a negative errno: -EINVAL for a length of 0 or above the frame size of
+ * a frame sent whole, axo_cut_plan's errors, -E2BIG for more pieces than
+ * one send can ever queue (it would wait forever). */
+static int64_t send_plan(const struct axsk *s, const uint8_t *f, uint32_t len, uint32_t gso,
+			 struct axo_cut *c)
 {
-	uint64_t total = 0, off = 0;
-	uint32_t idx, k, slots;
+	int err;
+
+	if (!gso && (len == 0 || len > s->frame_size))
+		return -EINVAL;
+	err = axo_cut_plan(f, len, gso, s->frame_size, c);
+	if (err)
+		return err;
+	return c->pieces > s->tx_cap ? -E2BIG : (int64_t)c->pieces;
+}
+
+/* Queues frames laid end to end in `buf` (lengths in `lens`, 16- or 32-bit
+ * per `width`), filling in their IPv4 header and TCP/UDP checksums. A frame
+ * with gso[i] != 0 (gso may be NULL: none) is a super-frame: one TCP segment
+ * cut into pieces of gso[i] payload bytes (offload.c), queued whole or not
+ * at all, so the count returned stays "frames of the caller's, from the
+ * front". Takes as many as there are free frames and TX slots, kicks the
+ * kernel, and returns how many were queued, or a negative errno (nothing
+ * queued, send_plan) when a frame is bad or the lengths overrun the buffer. */
+int64_t axsk_send(struct axsk *s, const uint8_t *buf, uint64_t buflen, const void *lens,
+		  int width, const uint16_t *gso, uint32_t n)
+{
+	uint64_t off = 0, need = 0;
+	uint32_t idx, k, room, take = 0;
+	struct axo_cut c;
 
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t len = length_at(lens, width, i);
+		int64_t pieces;
 
-		if (len == 0 || len > s->frame_size)
+		if (len > buflen - off)
 			return -EINVAL;
-		total += len;
+		pieces = send_plan(s, buf + off, len, gso ? gso[i] : 0, &c);
+		if (pieces < 0)
+			return pieces;
+		off += len;
+		need += (uint64_t)pieces;
 	}
-	if (total > buflen)
-		return -EINVAL;
 	reclaim(s);
-	k = n < s->nfree ? n : s->nfree;
-	slots = xsk_prod_nb_free(&s->tx, k);
-	if (slots < k)
-		k = slots;
-	if (k && xsk_ring_prod__reserve(&s->tx, k, &idx) == k) {
-		for (uint32_t i = 0; i < k; i++) {
-			struct xdp_desc *d = xsk_ring_prod__tx_desc(&s->tx, idx + i);
-			uint32_t len = length_at(lens, width, i);
-			uint64_t addr = s->free[--s->nfree];
+	room = need < s->nfree ? (uint32_t)need : s->nfree;
+	k = xsk_prod_nb_free(&s->tx, room);
+	if (k < room)
+		room = k;
+	/* the whole frames that fit, from the front (plans checked above) */
+	off = 0;
+	for (k = 0; k < n; k++) {
+		uint32_t len = length_at(lens, width, k);
+		int64_t pieces = send_plan(s, buf + off, len, gso ? gso[k] : 0, &c);
 
-			memcpy(s->area + addr, buf + off, len);
-			axc_fill(s->area + addr, len);
-			d->addr = addr;
-			d->len = len;
-			d->options = 0;
+		if (take + pieces > room)
+			break;
+		take += (uint32_t)pieces;
+		off += len;
+	}
+	if (take && xsk_ring_prod__reserve(&s->tx, take, &idx) == take) {
+		off = 0;
+		for (uint32_t i = 0, slot = 0; i < k; i++) {
+			uint32_t len = length_at(lens, width, i);
+
+			send_plan(s, buf + off, len, gso ? gso[i] : 0, &c);
+			for (uint32_t p = 0; p < c.pieces; p++, slot++) {
+				struct xdp_desc *d = xsk_ring_prod__tx_desc(&s->tx, idx + slot);
+				uint64_t addr = s->free[--s->nfree];
+
+				d->addr = addr;
+				d->len = axo_cut_piece(s->area + addr, buf + off, len, &c, p);
+				d->options = 0;
+			}
+			if (c.pieces > 1) {
+				s->cnt.tx_gso_frames++;
+				s->cnt.tx_gso_pieces += c.pieces;
+			}
 			off += len;
 		}
-		xsk_ring_prod__submit(&s->tx, k);
-		s->tx_outstanding += k;
-		s->cnt.tx += k;
+		xsk_ring_prod__submit(&s->tx, take);
+		s->tx_outstanding += take;
+		s->cnt.tx += take;
 	} else {
 		k = 0;
 	}
