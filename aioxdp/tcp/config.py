@@ -21,6 +21,11 @@ class TcpConfig:
     sack: bool = True
     timestamps: bool = True
 
+    # Segmentation offload: the largest payload of one data segment handed to the
+    # transmit path, which cuts it into wire segments of the MSS (Segment.gso_size).
+    # 0: none (the core emits wire-sized segments). Set by the I/O layer that can cut.
+    gso_max: int = 0
+
     # Nagle (RFC 9293 §3.7.4); asyncio's transports set TCP_NODELAY, so do we.
     nodelay: bool = True
     # Delayed ACK (RFC 9293 §3.8.6.3; RFC 1122 4.2.3.2): bound on the delay in seconds.

@@ -162,6 +162,7 @@ class Output(Tcb):
         self._force_send = False
         end = (snd_base + buffered) & MASK
         cc = self._cc
+        gso_max = self.config.gso_max
         while True:
             nxt = self.snd_nxt
             avail = ((end - nxt + HALF) & MASK) - HALF  # seq.sub(end, nxt)
@@ -206,8 +207,21 @@ class Output(Tcb):
                     break
             elif n < mss and in_flight and not self.nodelay and not resend:
                 break  # Nagle (RFC 9293 §3.7.4): one small segment in flight at a time
+            gso = 0
+            if n == mss and gso_max >= 2 * mss and room >= 2 * mss and avail >= 2 * mss:
+                # Segmentation offload: the full segments the windows allow now, as one
+                # (the transmit path cuts it), and the short rest of the queue with them
+                # when it would go at once anyway (no Nagle, all of it fits).
+                limit = min(avail, room, gso_max)
+                n = limit - limit % mss
+                rest = avail - n
+                if 0 < rest < mss and n + rest <= limit and self.nodelay and not resend:
+                    n += rest
+                gso = mss
             fin = fin_seq is not None and n == avail
-            out.append(self._data_segment(nxt, n, now, fin))
+            seg = self._data_segment(nxt, n, now, fin)
+            seg.gso_size = gso
+            out.append(seg)
             self._sent((nxt + n + 1 if fin else nxt + n) & MASK, now, retransmit=resend)
             if fin:
                 break

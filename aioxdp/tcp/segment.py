@@ -78,6 +78,28 @@ class Segment:
         self.ts = ts
         self.gso_size = gso_size
 
+    def split(self) -> list[Segment]:
+        """The wire segments a ``gso_size`` segment stands for (itself when it is
+        not one): the payload cut into pieces of ``gso_size``, sequence numbers
+        advanced, FIN and PSH on the last piece only; what the transmit path does
+        in C, here for tests and for a path without offload."""
+        size = self.gso_size
+        payload = self.payload
+        n = len(payload)
+        if not size or n <= size:
+            return [self]
+        flags = self.flags
+        out = []
+        for start in range(0, n, size):
+            last = start + size >= n
+            out.append(Segment(self.src, self.dst, self.sport, self.dport,
+                               (self.seq + start) & 0xFFFFFFFF, self.ack,
+                               flags if last else flags & ~(FIN | PSH), self.window,
+                               payload[start:start + size], urgent=self.urgent, mss=self.mss,
+                               wscale=self.wscale, sack_permitted=self.sack_permitted,
+                               sack=self.sack, ts=self.ts))
+        return out
+
     @property
     def seg_len(self) -> int:
         """SEG.LEN: payload octets plus one for each of SYN and FIN (RFC 9293 §3.4)."""

@@ -126,7 +126,7 @@ class Simulation:
         self._backlog: dict[str, deque[tuple[float, int]]] = {"server": deque(), "client": deque()}
         self._queued = {"server": 0, "client": 0}
         self.trace: deque[str] = deque(maxlen=40)
-        self.stats = {"sent": 0, "lost": 0, "dropped_queue": 0, "duplicated": 0,
+        self.stats = {"sent": 0, "gso_segments": 0, "lost": 0, "dropped_queue": 0, "duplicated": 0,
                       "reordered": 0, "delivered": 0, "payload_bytes": 0, "read_pauses": 0,
                       "zero_windows": 0}
         rng_iss = self.rng.getrandbits(32)
@@ -262,7 +262,10 @@ class Simulation:
             self._drain_events(ep)
             self._feed(ep)
             for seg in ep.conn.segments_to_send(now=self.now):
-                self._transmit(seg, to)
+                if seg.gso_size:  # cut as the transmit path would (config.gso_max)
+                    self.stats["gso_segments"] += 1
+                for piece in seg.split():
+                    self._transmit(piece, to)
             self._drain_events(ep)
 
     def _deliver(self, to: str, seg: Segment) -> None:

@@ -78,6 +78,7 @@ class S:
     sack: tuple[tuple[int, int], ...] = UNSET
     ts: tuple[int, int] | None = UNSET
     urgent: int = UNSET
+    gso_size: int = UNSET
 
     def segment(self, src: tuple[bytes, int] = REMOTE, dst: tuple[bytes, int] = LOCAL) -> Segment:
         def get(name: str, default: Any) -> Any:
@@ -89,14 +90,15 @@ class S:
                        get("ack", 0) & sq.MASK, flags_of(get("flags", ".")), get("win", 65535),
                        data, urgent=get("urgent", 0), mss=get("mss", None),
                        wscale=get("wscale", None), sack_permitted=get("sack_permitted", False),
-                       sack=get("sack", ()), ts=get("ts", None))
+                       sack=get("sack", ()), ts=get("ts", None),
+                       gso_size=get("gso_size", 0))
 
     def mismatches(self, seg: Segment) -> list[str]:
         actual = {
             "flags": seg.flags, "seq": seg.seq, "ack": seg.ack, "win": seg.window,
             "data": bytes(seg.payload), "len": len(seg.payload), "mss": seg.mss,
             "wscale": seg.wscale, "sack_permitted": seg.sack_permitted, "sack": tuple(seg.sack),
-            "ts": seg.ts, "urgent": seg.urgent,
+            "ts": seg.ts, "urgent": seg.urgent, "gso_size": seg.gso_size,
         }
         bad = []
         for f in fields(self):

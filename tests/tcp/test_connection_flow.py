@@ -459,3 +459,50 @@ def test_zero_window_takes_the_general_path():
     s.inject(S(".", seq=PEER_ISS + 1, ack=ISS + 1 + len(b"response"), win=0))
     assert s.conn.slow_path == slow + 1
     assert s.conn.snd_wnd == 0
+
+
+def test_coalesced_segment_counts_as_wire_segments_for_delayed_acks():
+    """A segment the receive path coalesced (GRO) is acknowledged at once like the wire
+    segments it stands for, and the peer's segment size stays theirs (gso_size), so the
+    next two wire segments are acknowledged at once again (RFC 5681 §4.2)."""
+    s = passive()
+    s.conn._quickacks = 0
+    s.run([(0.0, "pause")])  # held data takes the general path (_receive_data)
+    s.run([
+        (0.0, "<", S("P.", seq=P, ack=U, len=3 * M, gso_size=M)),
+        (0.0, ">", S(".", ack=P + 3 * M)),
+        (0.0, "resume"),
+        (0.0, "event", DataReceived),
+    ])
+    s.outbox.clear()
+    s.run([
+        (0.01, "<", S("P.", seq=P + 3 * M, ack=U, len=M)),
+        (0.01, ">", None),
+        (0.01, "<", S("P.", seq=P + 4 * M, ack=U, len=M)),
+        (0.01, ">", S(".", ack=P + 5 * M)),
+    ])
+
+
+def test_segmentation_offload_sends_the_window_as_one_segment():
+    """With gso_max the core hands over what cwnd allows as one segment of MSS pieces
+    (IW 10), and the short end of the queue with it (nodelay)."""
+    s = passive(config(gso_max=65536))
+    s.run([
+        (0.0, "send", bytes(10 * M - 100)),
+        (0.0, ">", S("P.", seq=U, len=10 * M - 100, gso_size=M)),
+        (0.0, ">", None),
+    ])
+    pieces = s.sent[-1].split()
+    assert [len(p.payload) for p in pieces] == [M] * 9 + [M - 100]
+    assert [p.seq for p in pieces] == [U + k * M for k in range(10)]
+
+
+def test_segmentation_offload_within_the_congestion_window():
+    s = passive(config(gso_max=65536))
+    s.run([
+        (0.0, "send", bytes(30 * M)),
+        (0.0, ">", S("P.", seq=U, len=10 * M, gso_size=M)),  # IW 10
+        (0.0, ">", None),
+        (0.01, "<", S(".", seq=P, ack=U + 2 * M)),
+        (0.01, ">", S(seq=U + 10 * M, len=4 * M, gso_size=M)),  # slow start: +2 MSS, 2 freed
+    ])
