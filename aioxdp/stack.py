@@ -2,8 +2,12 @@
 
 This is the one place where bytes, time and the loop meet the sans-IO core:
 - RX: the socket's fd is readable (or, in busy-poll mode, every iteration)
-  -> one batch of frames -> ``wire.parse_frame`` -> ``ConnectionTable.receive``;
-- then, once: core events -> transports, core output -> frames -> one TX batch,
+  -> one batch of frames, parsed and coalesced in C into records
+  (``XskSocket.recv_records``) -> ``records.decode`` -> ``ConnectionTable.receive``;
+  frames the C code leaves raw (ICMP errors, odd frames, another worker's)
+  take ``wire.parse_frame`` as before;
+- then, once: core events -> transports, core output -> frames -> one TX batch
+  (a segment with ``gso_size`` written once and cut into wire frames in C),
   and the core's single deadline -> one loop timer (DESIGN.md: one batch in,
   one flush out per loop iteration; one loop timer drives every TCP timer).
 
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from . import kernel
 from ._xsk import XdpProgram, XskSocket
 from .settings import Settings
-from .tcp import CORE, CORE_REASON, wire
+from .tcp import CORE, CORE_REASON, records, wire
 from .tcp.connection import Connection, State
 from .tcp.events import (
     ConnectionClosed,
@@ -47,6 +51,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("aioxdp")
 
 MAX_FRAME = 2048
+# The longest frame _transmit writes: a segment the core hands over with gso_size, for C
+# to cut into wire frames, whose IP length field is full (IPv6: the payload length field)
+MAX_SUPER_FRAME = wire.ETH_HLEN + wire.IPV6_HLEN + 0xFFFF
+# Header bytes a frame may have on top of its payload: Ethernet, IPv6, TCP with 40 of options
+MAX_HEADERS = wire.ETH_HLEN + wire.IPV6_HLEN + wire.TCP_HLEN + wire.MAX_OPTION_SPACE
+# The largest payload the core hands over as one segment for C to cut (TcpConfig.gso_max):
+# what an IPv4 total length field can hold beside the largest IP and TCP headers
+GSO_MAX_PAYLOAD = 0xFFFF - wire.IPV4_HLEN - wire.TCP_HLEN - wire.MAX_OPTION_SPACE
 # Next-hop MACs remembered (NextHopMacs): a spoofed-source flood adds one per source.
 MAX_MACS = 65536
 # Addresses whose next-hop MAC is being asked of the kernel at once (NetStack._no_mac).
@@ -138,9 +150,16 @@ class NetStack:
             self.xsk = XskSocket(settings.interface, settings.queue, self.program,
                                  num_frames=settings.frames, mode=settings.mode,
                                  zerocopy=settings.zerocopy)
+            # the core may hand over segments of several MSS for C to cut, no bigger
+            # than one send can queue at the smallest MSS the core ever uses (0: off)
+            tcp.gso_max = min(tcp.gso_max or GSO_MAX_PAYLOAD, GSO_MAX_PAYLOAD,
+                              self.xsk.tx_capacity * (tcp.min_mss - wire.MAX_OPTION_SPACE))
             if settings.workers > 1:
                 self.relay = PortRelay(settings)
                 loop.add_reader(self.relay.fileno(), self._on_relayed)
+                # another worker's segments stay frames, for pass_on to relay whole
+                self.xsk.set_rx_options(raw_ports=(self.relay.low, self.relay.high),
+                                        keep_ports=(self.relay.own_low, self.relay.own_high))
             if not settings.attached:
                 kernel.reserve_ports(*settings.port_range)
         except BaseException:
@@ -154,10 +173,13 @@ class NetStack:
         self._servers: dict[Listener, XdpServer] = {}
         self._transports: dict[Connection, XdpTransport] = {}
         self._opening: dict[Connection, _Opening] = {}
-        self._txbuf = bytearray(MAX_FRAME * settings.batch)
+        # a batch of wire frames, or fewer and a super-frame (_transmit)
+        self._txbuf = bytearray(MAX_FRAME * settings.batch + MAX_SUPER_FRAME)
         self._txview = memoryview(self._txbuf)
         self._lengths = array("I")
+        self._gso = array("H")  # per frame: cut into this payload size (0: sent whole)
         self._pending_tx: list[bytes] = []
+        self._pending_gso = array("H")
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
@@ -176,35 +198,48 @@ class NetStack:
     # -- the data path ------------------------------------------------------------------
 
     def _receive_batch(self) -> int:
-        frames = self.xsk.recv(self.settings.batch)
-        if frames:
-            self._receive_frames(frames, self.relay)
-        return len(frames)
+        """One batch from the RX ring; returns its number of records (0: nothing came)."""
+        xsk = self.xsk
+        count = xsk.recv_records(self.settings.batch)
+        if not count:
+            return 0
+        now = self.loop.time()
+        recs = xsk.records
+        receive = self.table.receive
+        macs = self._macs
+        for index, seg in enumerate(records.decode(recs, xsk.payloads, count)):
+            if seg is None:  # a frame the C parser left to wire.py
+                start, end = records.frame_span(recs, index)
+                self._receive_frame(xsk.umem[start:end], self.relay, now)
+                continue
+            if seg.src not in macs.recent:
+                # replies go back through the hop the peer's frames came from
+                macs.learn(seg.src, records.source_mac(recs, index))
+            receive(seg, now=now)
+        return count
 
     def _on_relayed(self) -> None:
         assert self.relay is not None
         frames = self.relay.receive(self.settings.batch)
         if frames:
-            self._receive_frames(frames, None)  # never relayed twice
+            now = self.loop.time()
+            for frame in frames:
+                self._receive_frame(frame, None, now)  # never relayed twice
             self._service()
 
-    def _receive_frames(self, frames: Sequence[memoryview | bytes],
-                        relay: PortRelay | None) -> None:
-        now = self.loop.time()
-        parse = wire.parse_frame
-        receive = self.table.receive
-        macs = self._macs
-        for frame in frames:
-            seg = parse(frame, verify_checksum=False)  # the C RX path verified checksums
-            if seg is None:
-                self._receive_icmp(frame, relay, now)
-                continue
-            if relay is not None and relay.pass_on(seg.dport, frame):
-                continue  # another worker's outgoing connection
-            if seg.src not in macs.recent:
-                # replies go back through the hop the peer's frames came from
-                macs.learn(seg.src, bytes(frame[6:12]))
-            receive(seg, now=now)
+    def _receive_frame(self, frame: memoryview | bytes, relay: PortRelay | None,
+                       now: float) -> None:
+        """A frame as it came, parsed by wire.py. Its checksums were verified in C (a
+        relayed frame's: by the worker that relayed it)."""
+        seg = wire.parse_frame(frame, verify_checksum=False)
+        if seg is None:
+            self._receive_icmp(frame, relay, now)
+            return
+        if relay is not None and relay.pass_on(seg.dport, frame):
+            return  # another worker's outgoing connection
+        if seg.src not in self._macs.recent:
+            self._macs.learn(seg.src, bytes(frame[6:12]))
+        self.table.receive(seg, now=now)
 
     def _receive_icmp(self, frame: memoryview | bytes, relay: PortRelay | None,
                       now: float) -> None:
@@ -279,41 +314,66 @@ class NetStack:
             return
         segments = self.table.segments_to_send(now=self.loop.time())
         self._sync_flows()
-        if not segments:
-            return
+        if segments:
+            self._transmit(segments)
+
+    def _transmit(self, segments: Sequence[Segment]) -> None:
+        """Frames of ``segments`` written into the TX buffer and handed to C a batch (or
+        a buffer full) at a time. A segment whose payload is longer than its
+        ``gso_size`` is written once, headers and whole payload, and C cuts it into wire
+        frames of ``gso_size`` payload bytes (XskSocket.send)."""
         write = wire.write_frame
         src_mac = self.iface.mac
         macs = self._macs
-        buf, view, lengths = self._txbuf, self._txview, self._lengths
+        buf, lengths, gso = self._txbuf, self._lengths, self._gso
         batch = self.settings.batch
-        for start in range(0, len(segments), batch):
-            del lengths[:]
-            offset = 0
-            for seg in segments[start:start + batch]:
-                dst_mac = macs.recent.get(seg.dst) or macs.get(seg.dst)
+        offset = 0
+        for index, seg in enumerate(segments):
+            dst_mac = macs.recent.get(seg.dst) or macs.get(seg.dst)
+            if dst_mac is None:
+                self._no_mac(seg)
+                continue
+            payload = len(seg.payload)
+            if len(lengths) == batch or offset + payload + MAX_HEADERS > len(buf):
+                if not self._send_frames(offset, segments, index):
+                    return
+                offset = 0
+            n = write(buf, offset, seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False)
+            lengths.append(n)
+            gso.append(seg.gso_size if payload > seg.gso_size else 0)
+            offset += n
+        if lengths:
+            self._send_frames(offset, segments, len(segments))
+
+    def _send_frames(self, end: int, segments: Sequence[Segment], rest: int) -> bool:
+        """Send the frames written so far (``end`` bytes of the TX buffer); True when
+        all went. Otherwise the TX ring or the free frames ran out: what was not
+        queued, then ``segments[rest:]``, wait in order in ``_pending_tx`` (a
+        super-frame as it is: C queues one whole or not at all) and a retry is
+        scheduled."""
+        lengths, gso, view = self._lengths, self._gso, self._txview
+        sent = self.xsk.send(view[:end], lengths, gso)
+        done = sent == len(lengths)
+        if not done:
+            self.tx_stalls += 1
+            pending, pending_gso = self._pending_tx, self._pending_gso
+            skip = sum(lengths[:sent])
+            for n, size in zip(lengths[sent:], gso[sent:], strict=True):
+                pending.append(bytes(view[skip:skip + n]))
+                pending_gso.append(size)
+                skip += n
+            src_mac = self.iface.mac
+            for seg in segments[rest:]:
+                dst_mac = self._macs.get(seg.dst)
                 if dst_mac is None:
                     self._no_mac(seg)
                     continue
-                n = write(buf, offset, seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False)
-                lengths.append(n)
-                offset += n
-            sent = self.xsk.send(view[:offset], lengths)
-            if sent < len(lengths):
-                # TX ring or frames exhausted: keep the rest, in order, for the next round
-                self.tx_stalls += 1
-                skip = sum(lengths[:sent])
-                for n in lengths[sent:]:
-                    self._pending_tx.append(bytes(view[skip:skip + n]))
-                    skip += n
-                for seg in segments[start + batch:]:
-                    dst_mac = macs.get(seg.dst)
-                    if dst_mac is None:
-                        self._no_mac(seg)
-                        continue
-                    self._pending_tx.append(wire.build_frame(
-                        seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False))
-                self.loop.call_later(0.0002, self.wakeup)
-                return
+                pending.append(wire.build_frame(seg, src_mac=src_mac, dst_mac=dst_mac,
+                                                checksum=False))
+                pending_gso.append(seg.gso_size if len(seg.payload) > seg.gso_size else 0)
+            self.loop.call_later(0.0002, self.wakeup)
+        del lengths[:], gso[:]
+        return done
 
     def _no_mac(self, seg: Segment) -> None:
         """``seg`` goes to an address whose MAC the cache lost (or never had): it is
@@ -360,8 +420,8 @@ class NetStack:
         """Retry frames the TX ring had no room for; True when all went out."""
         pending = self._pending_tx
         lengths = array("I", (len(f) for f in pending))
-        sent = self.xsk.send(b"".join(pending), lengths)
-        del pending[:sent]
+        sent = self.xsk.send(b"".join(pending), lengths, self._pending_gso)
+        del pending[:sent], self._pending_gso[:sent]
         if pending:
             self.loop.call_later(0.0002, self.wakeup)
             return False
@@ -499,9 +559,21 @@ class NetStack:
     # -- shutdown ---------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        xsk = self.xsk.stats()
         return {
             "xdp": self.program.counters(),
-            "xsk": self.xsk.stats(),
+            "xsk": xsk,
+            # the C frame path: frames in / records out of receive coalescing (the
+            # difference: wire segments merged into another's record), frames left to
+            # wire.py, and super-frames cut into wire frames on transmit
+            "offload": {
+                "rx_frames": xsk["rx_record_frames"],
+                "rx_records": xsk["rx_records"],
+                "rx_coalesced": xsk["rx_record_frames"] - xsk["rx_records"],
+                "rx_raw": xsk["rx_raw_records"],
+                "tx_gso_frames": xsk["tx_gso_frames"],
+                "tx_gso_pieces": xsk["tx_gso_pieces"],
+            },
             "tcp": dict(self.table.stats),
             "connections": self.table.connection_states(),
             "recovery": self.table.recovery_stats(),

@@ -147,13 +147,13 @@ def _rx_options(raw_ports: tuple[int, int] | None, keep_ports: tuple[int, int] |
 
 
 class FrameRecords(NamedTuple):
-    """What ``parse_frames`` made of a list of frames: ``count`` records in
+    """What ``parse_frames`` made of a list of frames: ``n`` records in
     ``records`` (``aioxdp.tcp.records.decode``), their payloads in ``payloads``,
     and ``frames``, the frames end to end, where raw records' frames are."""
 
     records: bytearray
     payloads: bytearray
-    count: int
+    n: int
     frames: bytes
 
 
@@ -512,6 +512,9 @@ class XskSocket:
         self.zerocopy = bool(_check(lib.axsk_zerocopy(self._s), "getsockopt(XDP_OPTIONS)"))
         self.frame_size = frame_size
         self.num_frames = num_frames
+        # the most frames one send can queue at once (TX ring, frames not kept for
+        # the fill ring): a super-frame must be cut into no more pieces
+        self.tx_capacity = int(lib.axsk_tx_capacity(self._s))
         try:
             key = ffi.new("uint32_t *", queue_id)
             fd = ffi.new("uint32_t *", lib.axsk_fd(self._s))

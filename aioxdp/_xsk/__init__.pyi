@@ -33,7 +33,7 @@ RECORD_SIZE: int
 class FrameRecords(NamedTuple):
     records: bytearray
     payloads: bytearray
-    count: int
+    n: int
     frames: bytes
 
 def parse_frames(frames: Sequence[bytes | bytearray | memoryview], *, coalesce: bool = True,
@@ -89,6 +89,7 @@ class XskSocket:
     zerocopy: bool
     frame_size: int
     num_frames: int
+    tx_capacity: int
     def __init__(
         self,
         ifname: str,

@@ -192,6 +192,7 @@ int axsk_create(struct axsk **out, const char *ifname, uint32_t queue_id, void *
 void axsk_delete(struct axsk *s);
 int axsk_fd(const struct axsk *s);
 int axsk_zerocopy(const struct axsk *s);
+uint32_t axsk_tx_capacity(const struct axsk *s);
 void axsk_release(struct axsk *s);
 uint32_t axsk_recv(struct axsk *s, uint32_t max, uint64_t *spans);
 void axsk_set_rx_options(struct axsk *s, const struct axsk_rx_options *o);

@@ -551,6 +551,13 @@ int axsk_fd(const struct axsk *s)
 	return s->fd;
 }
 
+/* The most frames one send can ever queue at once: a super-frame of more
+ * pieces is refused (send_plan). */
+uint32_t axsk_tx_capacity(const struct axsk *s)
+{
+	return s->tx_cap;
+}
+
 /* 1 when the kernel bound the socket in zero-copy mode, 0 for copy mode. */
 int axsk_zerocopy(const struct axsk *s)
 {
