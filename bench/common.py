@@ -11,8 +11,8 @@ thread onto SERVER_CPU once the program is attached. The server process is
 pinned to SERVER_CPU, the load generator to CLIENT_CPU.
 
 What ``measure`` reports per run: the load generator's own numbers
-(requests/s, latency, errors), the server process's CPU time (utime+stime
-from /proc/<pid>/stat, before/after the measured window), the whole
+(requests/s, latency, errors, payload bytes moved), the server process's CPU
+time (utime+stime from /proc/<pid>/stat, before/after the measured window), the whole
 machine's busy CPU time and each core's busy share (wall time minus idle
 from /proc/stat, same window), and the load generator's own CPU time (so a saturated client shows
 up instead of passing for a slow server). Every load is bounded in time and
@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import re
 import select
 import signal
@@ -34,7 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,6 +178,40 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def cpu_model() -> str:
+    """The CPU's model name (lscpu): figures differ between machines of one kind."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def tcp_core_probe() -> str:
+    """The TCP core build ("compiled" or "pure", and why: ``aioxdp.tcp.CORE``,
+    ``CORE_REASON``) that an aioxdp process started from here, with this
+    interpreter and environment, would run. The choice is made at import from
+    the environment and the files on disk, so a child process is asked, as the
+    servers would decide; for servers that report their own (servers.py's exit
+    report), ``tcp_core_of`` is the authority."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import aioxdp.tcp as t; print(t.CORE, '|', t.CORE_REASON)"],
+        cwd=ROOT, capture_output=True, text=True)
+    core, _, reason = probe.stdout.strip().partition(" | ")
+    return f"{core} ({reason})" if core else f"unknown ({probe.stderr.strip()[-200:]})"
+
+
+def tcp_core_of(reports: Iterable[dict[str, Any]]) -> str:
+    """Which TCP core the aioxdp servers ran, from their exit reports (servers.py):
+    one entry if they all agree, each one (with how many) if not."""
+    seen = Counter(f"{r['tcp_core']} ({r.get('tcp_core_reason', '?')})"
+                   for r in reports if r.get("tcp_core"))
+    if not seen:
+        return "no aioxdp server reported"
+    if len(seen) == 1:
+        return next(iter(seen))
+    return "MIXED: " + ", ".join(f"{core} ×{n}" for core, n in seen.items())
+
+
 def source_version() -> str:
     """The commit the tree is at, "+dirty" when it has uncommitted changes."""
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -311,6 +347,7 @@ class Load:
     latency_p50: float
     latency_p99: float
     errors: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0  # payload bytes moved (bulk loads), for throughput and CPU per GB
 
     @property
     def rps(self) -> float:
@@ -347,21 +384,32 @@ def parse_wrk(text: str) -> Load:
     return Load(int(done.group(1)), _duration(done.group(2)), avg_s, p50_s, p99_s, errors)
 
 
-def wrk(topo: Topology, url: str, connections: int, seconds: int) -> tuple[Load, Finished]:
+def wrk(topo: Topology, url: str, connections: int, seconds: int,
+        script: Sequence[str] = ()) -> tuple[Load, Finished]:
     """wrk from the client namespace on CLIENT_CPU, one thread, 2 s request timeout.
 
-    wrk takes whole seconds only."""
+    wrk takes whole seconds only. ``script``: a Lua script and its arguments
+    (``wrk -s SCRIPT URL -- ARGS``), e.g. WRK_POST."""
+    options = ["-s", script[0]] if script else []
+    arguments = ["--", *script[1:]] if len(script) > 1 else []
     finished = run_bounded(
         ["ip", "netns", "exec", topo.client_ns, "taskset", "-c", str(CLIENT_CPU), "wrk",
-         "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "--latency", url],
-        seconds + LOAD_GRACE)
+         "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "--latency", *options,
+         url, *arguments], seconds + LOAD_GRACE)
     return parse_wrk(finished.stdout + finished.stderr), finished
 
 
-def echo_client_binary() -> Path:
-    """bench/c/echo_client.c compiled with cc (``compiled``)."""
-    source = BENCH / "c" / "echo_client.c"
+WRK_POST = BENCH / "wrk_post.lua"  # wrk script: every request a POST of N bytes (its argument)
+
+
+def c_program(name: str) -> Path:
+    """bench/c/<name>.c compiled with cc (``compiled``)."""
+    source = BENCH / "c" / f"{name}.c"
     return compiled(source, lambda out: ["cc", "-O2", "-Wall", "-o", str(out), str(source)])
+
+
+def echo_client_binary() -> Path:
+    return c_program("echo_client")
 
 
 def parse_echo(text: str) -> Load:
@@ -381,6 +429,135 @@ def echo_load(topo: Topology, port: int, connections: int, seconds: int,
          str(echo_client_binary()), topo.server_ip, str(port), str(connections), str(seconds),
          str(size)], seconds + LOAD_GRACE)
     return parse_echo(finished.stdout + finished.stderr), finished
+
+
+def bulk_client_binary() -> Path:
+    return c_program("bulk_client")
+
+
+def bulk_file(size: int) -> Path:
+    """A file of ``size`` zero bytes for curl to upload, made once (in the temp
+    directory, like ``compiled``'s outputs) and then read from the page cache."""
+    target = Path(tempfile.gettempdir()) / f"aioxdp-bulk-{size}"
+    if not target.exists() or target.stat().st_size != size:
+        partial = target.with_name(f"{target.name}.{os.getpid()}")
+        with partial.open("wb") as out:
+            for offset in range(0, size, 1 << 20):
+                out.write(bytes(min(1 << 20, size - offset)))
+        partial.replace(target)
+    return target
+
+
+@dataclass
+class Transfer:
+    """One bulk transfer as its client reported it."""
+
+    bytes: int
+    seconds: float
+    errors: dict[str, int]
+
+
+# A client process doing ``count`` transfers one after another, bounded by ``timeout``
+Transfers = Callable[[int, float], tuple[list[Transfer], Finished]]
+
+
+def transfers(client: Transfers, size: int, seconds: float, previous: Load | None,
+              max_count: int = 1000) -> tuple[Load, Finished]:
+    """Bulk transfers of ``size`` bytes one after another for about ``seconds``: a
+    window long enough for the CPU accounting's tick-sized steps, even when the
+    kernel moves 100 MB in a tenth of one.
+
+    Starting a client process costs more CPU than a fast transfer (``ip netns
+    exec``, exec, curl reading its upload file): one per transfer would charge
+    that to every GB and flatter the slower stack. So one process does as many
+    transfers as the rate so far says fill the time left: the rate of
+    ``previous`` (the warm-up window's Load on the same server) at first, else
+    of this window's transfers (the warm-up's first process does one). The
+    next process starts while at least half a transfer's time is left (and
+    always once); at most ``max_count`` transfers in all (bounded in bytes),
+    each process bounded in time by three times the window plus LOAD_GRACE.
+
+    The Load's time is the sum of the transfers' own times (connect or request
+    to last byte, as the client clocks them), its "requests" the transfers, its
+    latencies their durations.
+    """
+    def rate(loads: Sequence[Load | Transfer]) -> float | None:
+        took, moved = sum(x.seconds for x in loads), sum(x.bytes for x in loads)
+        return moved / took if took > 0 and moved > 0 else None
+
+    bytes_per_s = rate([previous]) if previous is not None else None
+    done: list[Transfer] = []
+    runs: list[Finished] = []
+    started = time.monotonic()
+    while len(done) < max_count:
+        left = seconds - (time.monotonic() - started)
+        count = 1 if bytes_per_s is None else round(left * bytes_per_s / size)
+        if runs and count < 1:
+            break  # less than half a transfer's time left
+        batch, finished = client(min(max(count, 1), max_count - len(done)),
+                                 3 * seconds + LOAD_GRACE)
+        done += batch or [Transfer(0, 0.0, {"client": 1})]
+        runs.append(finished)
+        bytes_per_s = rate(done) or bytes_per_s
+    times = sorted(t.seconds for t in done)
+    errors: dict[str, int] = {}
+    for t in done:
+        for kind, n in t.errors.items():
+            errors[kind] = errors.get(kind, 0) + n
+    load = Load(len(done), sum(times), statistics.mean(times), statistics.median(times),
+                times[min(len(times) - 1, math.ceil(0.99 * len(times)) - 1)], errors,
+                sum(t.bytes for t in done))
+    return load, Finished(max(r.returncode for r in runs), runs[-1].stdout, runs[-1].stderr,
+                          sum(r.cpu for r in runs), any(r.timed_out for r in runs))
+
+
+def bulk_client(topo: Topology, port: int, direction: str, size: int, count: int,
+                timeout: float) -> tuple[list[Transfer], Finished]:
+    """``count`` transfers by bench/c/bulk_client ("get": server to client, "put": client
+    to server), a connection each, from the client namespace on CLIENT_CPU."""
+    finished = run_bounded(
+        ["ip", "netns", "exec", topo.client_ns, "taskset", "-c", str(CLIENT_CPU),
+         str(bulk_client_binary()), topo.server_ip, str(port), direction, str(size), str(count),
+         str(math.ceil(timeout))], timeout + 1)
+    done = []
+    for line in finished.stdout.splitlines():
+        values = dict(pair.split("=", 1) for pair in line.split() if "=" in pair)
+        if "bytes" in values:
+            done.append(Transfer(int(values["bytes"]), float(values["seconds"]), {
+                key: int(values[key]) for key in ("connect", "read", "write", "timeout",
+                                                  "short")}))
+    return done, finished
+
+
+def curl_client(topo: Topology, url: str, size: int, count: int, timeout: float,
+                upload: Path | None = None) -> tuple[list[Transfer], Finished]:
+    """``count`` HTTP transfers by one curl from the client namespace on CLIENT_CPU, on
+    one keep-alive connection: GETs of ``url`` (a ``size``-byte body each, to
+    /dev/null) or, with ``upload``, POSTs of that file (``--data-binary @file``,
+    read once; no "Expect: 100-continue" round trip), each answered with the
+    length the server read."""
+    command = ["ip", "netns", "exec", topo.client_ns, "taskset", "-c", str(CLIENT_CPU), "curl",
+               "-sS", "--max-time", str(math.ceil(timeout)),
+               "-w", "\nstat %{http_code} %{size_download} %{size_upload} %{time_total}\n"]
+    if upload is None:  # an -o for each URL: curl pairs them, the rest go to stdout
+        command += ["-o", "/dev/null", url] * count
+    else:
+        command += ["-H", "Expect:", "-H", "Content-Type: application/octet-stream",
+                    "--data-binary", f"@{upload}", *[url] * count]
+    finished = run_bounded(command, timeout + 1)
+    done = []
+    lines = finished.stdout.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("stat "):
+            _, code, down, up, total = line.split()
+            moved = int(down) if upload is None else int(up)
+            answer_ok = upload is None or (i > 0 and lines[i - 1] == str(size))
+            done.append(Transfer(moved, float(total), {
+                "non2xx": int(not code.startswith("2")),
+                "short": int(moved != size or not answer_ok)}))
+    if finished.returncode != 0 and done:
+        done[-1].errors["client"] = 1
+    return done, finished
 
 
 # -- one measurement ------------------------------------------------------------------------
@@ -409,6 +586,7 @@ def measure(server: Server, load: Callable[[], tuple[Load, Finished]]) -> dict[s
     busy = {name: (cores if name == "all" else 1) * wall - (idle1[name] - idle0[name])
             for name in idle0}
     kilo = result.requests / 1000 or math.nan
+    giga, mega = result.bytes / 1e9 or math.nan, result.bytes / 1e6 or math.nan
     return {
         "requests": result.requests,
         "seconds": result.seconds,
@@ -428,6 +606,13 @@ def measure(server: Server, load: Callable[[], tuple[Load, Finished]]) -> dict[s
         "packets_out_per_request": (packets1[1] - packets0[1]) / (result.requests or math.nan),
         "generator_cpu_share": finished.cpu / wall,
         "generator_timed_out": finished.timed_out,
+        # bulk loads (Load.bytes; MB and GB are 10^6 and 10^9 bytes)
+        "bytes": result.bytes,
+        "mb_per_s": result.bytes / 1e6 / result.seconds if result.seconds else 0.0,
+        "server_cpu_per_gb": (server1 - server0) / giga,
+        "machine_cpu_per_gb": busy["all"] / giga,
+        "packets_in_per_mb": (packets1[0] - packets0[0]) / mega,
+        "packets_out_per_mb": (packets1[1] - packets0[1]) / mega,
     }
 
 

@@ -93,6 +93,7 @@ from common import (
     Server,
     bar_chart,
     client_sink,
+    cpu_model,
     fair_topology,
     load_average,
     markdown_table,
@@ -100,6 +101,8 @@ from common import (
     process_cpu,
     run_bounded,
     save_json,
+    source_version,
+    tcp_core_of,
     wrk,
 )
 from flood import DEFAULT_PREFIX, Flood
@@ -368,6 +371,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(["python", "bench/ddos_bench.py", *sys.argv[1:]]),
         "load_average_before": load_average(),
         "kernel": platform.release(), "python": platform.python_version(),
+        "cpu_model": cpu_model(), "aioxdp_version": source_version(),
         **{key: getattr(args, key) for key in ("kind", "mode", "loop", "duration", "warmup",
                                                "repeat", "connections", "flood_rates",
                                                "flood_nice", "cookie_threshold")},
@@ -399,6 +403,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     meta["load_average_after"] = load_average()
     meta["other_processes_after"] = busy_processes()
     meta["wall_seconds"] = round(time.monotonic() - started)
+    meta["tcp_core"] = tcp_core_of(run["server_report"] for config_runs in runs.values()
+                                   for run in config_runs)
     return {"meta": meta, "runs": runs}
 
 
@@ -586,12 +592,13 @@ def main() -> None:
         profiles_text(args.configs) if args.profile else "") if part)
     save_json(args.output, results)
     (RESULTS / f"{args.output}.md").write_text(
-        f"`{meta['command']}` — {meta['date']}, load average before "
+        f"`{meta['command']}` — {meta['date']}, TCP core: {meta['tcp_core']}, CPU: "
+        f"{meta['cpu_model']}, load average before "
         f"{meta['load_average_before']}, after {meta['load_average_after']}; busiest processes "
         f"before: {meta['other_processes_before']}; after: {meta['other_processes_after']}"
         f"\n\n{report}\n")
     plot(summary, meta, RESULTS / f"{args.output}.png")
-    print(report)
+    print(f"TCP core of the aioxdp servers: {meta['tcp_core']}\n\n{report}")
     print(f"\nresults in {RESULTS}/{args.output}.{{json,md,png}}")
 
 

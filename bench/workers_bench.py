@@ -51,11 +51,13 @@ from common import (
     CLIENT_CPU,
     RESULTS,
     cpu_idle,
+    cpu_model,
     load_average,
     markdown_table,
     process_cpu,
     save_json,
     source_version,
+    tcp_core_probe,
     write_sys,
     wrk,
 )
@@ -260,7 +262,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"aiohttp hello world, wrk -t1 -c{args.connections} on core {CLIENT_CPU}, "
         f"{args.duration} s (+{args.warmup} s warm-up), median of {args.repeat}; "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {source_version()}, "
-        f"load {load_average()}",
+        f"TCP core: {args.tcp_core}, CPU: {cpu_model()}, load {load_average()}",
         "",
         markdown_table(["config", "req/s", f"/ {BASELINE}", "/ same stack 1 proc", "p99 ms",
                         "server CPU-s/1k", "machine CPU-s/1k", "wrk CPU"], rows),
@@ -280,6 +282,9 @@ def main() -> None:
     args = parser.parse_args()
     if BASELINE not in args.configs:
         parser.error(f"the ratios need {BASELINE}")
+    # The workers are started from this interpreter and environment, so a child
+    # of it makes the same choice of TCP core as they do (common.tcp_core_probe).
+    args.tcp_core = tcp_core_probe()
     run_dir = RESULTS / "run"
     runs = []
     for round_ in range(args.repeat):

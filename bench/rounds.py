@@ -1,0 +1,338 @@
+"""The part of a server benchmark that is the same whatever it measures: cases ×
+configurations in interleaved rounds against a fresh server each, then medians,
+ratios to the kernel baselines of the same run, a markdown table, a plot, and
+the command line around it. http_bench.py and bulk_bench.py are each one
+``Bench``: their cases, the metrics they report, and their defaults.
+
+Interleaved: each round measures every case × configuration once, the order of
+configurations rotated each round, so slow drift in the machine's load hits
+every configuration alike; the tables show medians over the rounds. A run that
+fails (a server that does not start, a load that cannot be parsed) is recorded
+as failed and the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from common import (
+    RESULTS,
+    Finished,
+    Load,
+    Server,
+    bar_chart,
+    cpu_model,
+    fair_topology,
+    load_average,
+    markdown_table,
+    measure,
+    median_of,
+    save_json,
+    source_version,
+    tcp_core_of,
+)
+
+if TYPE_CHECKING:
+    from aioxdp.topology import Topology
+
+CONFIGS = ["kernel+asyncio", "kernel+uvloop", "aioxdp+asyncio", "aioxdp+uvloop"]
+
+
+@dataclass
+class Case:
+    name: str
+    server: str  # servers.py kind
+    port: int
+    # (topology, seconds, the previous window's Load on this server: the warm-up's)
+    load: Callable[[Topology, int, Load | None], tuple[Load, Finished]]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A number per run (a key of ``measure``'s dict) that gets a median, ratios and a
+    table column: shown as ``fmt.format(value * scale)`` under ``label``."""
+
+    key: str
+    label: str
+    scale: float
+    fmt: str
+
+    def text(self, value: float) -> str:
+        return self.fmt.format(value * self.scale)
+
+
+@dataclass
+class Bench:
+    """What one benchmark script measures; everything else is this module's."""
+
+    name: str  # the script's name and its default --output
+    title: str  # the plot's title, before the run's details
+    cases: Callable[[argparse.Namespace], dict[str, Case]]  # from the parsed arguments
+    all_cases: list[str]  # the names ``cases`` gives (for --cases)
+    metrics: list[Metric]  # each with a ratio column; the plot shows them all
+    baselines: list[str]  # the configurations ratios are taken against
+    default_cases: list[str]
+    default_configs: list[str]
+    packets_unit: str  # "req" or "MB": measure()'s packets_in_per_<unit> keys
+    quick: tuple[int, int, int]  # --quick: (repeat, duration, warmup)
+    add_arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    meta_keys: Sequence[str] = ()  # further arguments to record in the JSON's meta
+    prepare: Callable[[argparse.Namespace, dict[str, Case]], None] = lambda args, cases: None
+    setup: Callable[[Topology, argparse.Namespace], None] = lambda topo, args: None  # topology
+    extra_metrics: list[Metric] = field(default_factory=list)  # shown, no ratio, no plot
+
+    def packets_keys(self) -> tuple[str, str]:
+        unit = "request" if self.packets_unit == "req" else self.packets_unit.lower()
+        return f"packets_in_per_{unit}", f"packets_out_per_{unit}"
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+def problems_of(config: str, run: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    """What makes a run suspect: errors, a timed-out or saturated client, a missed bypass."""
+    found = [f"{kind} errors: {n}" for kind, n in run["errors"].items() if n]
+    if run["generator_timed_out"]:
+        found.append("load generator overran its time bound")
+    server_core, client_core = (run["core_busy"].get(core, 0.0) for core in ("cpu0", "cpu1"))
+    if server_core < 0.9 and client_core > 0.9:
+        found.append(f"server core {server_core:.0%} busy, client core {client_core:.0%}: "
+                     "the client side limits this run")
+    if run["generator_cpu_share"] > 0.9:
+        found.append(f"load generator at {run['generator_cpu_share']:.0%} CPU (may be the limit)")
+    if config.startswith("aioxdp"):
+        redirected = report.get("counters", {}).get("redirected", 0)
+        if not report.get("bypass") or not redirected:
+            found.append(f"bypass stack not used (report {report})")
+    elif report.get("bypass"):
+        found.append("kernel configuration went through the bypass stack")
+    if run["requests"] == 0:
+        found.append("no request completed")
+    return found
+
+
+def measure_once(topo: Topology, case: Case, config: str,
+                 args: argparse.Namespace) -> dict[str, Any]:
+    """One fresh server, a warm-up, one measured load (told the warm-up's result,
+    which a bulk load sizes its window by). An aioxdp server's exit report says
+    which TCP core build served (``tcp_core``), kept with the run."""
+    stack, loop = config.split("+")
+    with Server(topo, case.server, stack, loop, case.port, args.mode,
+                max_seconds=args.warmup + 4 * args.duration + 120) as server:
+        warm = case.load(topo, args.warmup, None)[0] if args.warmup > 0 else None
+        run = measure(server, lambda: case.load(topo, args.duration, warm))
+    run["problems"] = problems_of(config, run, server.report)
+    run["server_report"] = server.report
+    if "tcp_core" in server.report:
+        run["tcp_core"] = server.report["tcp_core"]
+    if server.stderr.strip():
+        run["server_stderr"] = server.stderr.strip()[-2000:]
+    return run
+
+
+def progress(bench: Bench, run: dict[str, Any]) -> str:
+    if "failed" in run:
+        return f"FAILED: {run['failed'].strip().splitlines()[-1]}"
+    busy = run["core_busy"]
+    packets_in, packets_out = bench.packets_keys()
+    return ("  ".join(f"{m.text(run[m.key])} {m.label}"
+                      for m in bench.metrics + bench.extra_metrics)
+            + f"  core0 {busy.get('cpu0', 0):.0%} core1 {busy.get('cpu1', 0):.0%} "
+            f"gen {run['generator_cpu_share']:.0%} packets/{bench.packets_unit} "
+            f"{run[packets_in]:.2f}/{run[packets_out]:.2f}"
+            + (f"  core {run['tcp_core']}" if "tcp_core" in run else "")
+            + (f"  PROBLEMS: {'; '.join(run['problems'])}" if run["problems"] else ""))
+
+
+def run_all(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    selected = {name: case for name, case in bench.cases(args).items() if name in args.cases}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        name: {config: [] for config in args.configs} for name in selected}
+    meta: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(["python", f"bench/{bench.name}.py", *sys.argv[1:]]),
+        "load_average_before": load_average(),
+        "aioxdp_version": source_version(),
+        "kernel": platform.release(),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "mode": args.mode, "duration": args.duration, "warmup": args.warmup,
+        "repeat": args.repeat, **{key: getattr(args, key) for key in bench.meta_keys},
+    }
+    bench.prepare(args, selected)  # build what the loads need before the clock starts
+    started = time.monotonic()
+    with fair_topology(args.mode) as topo:
+        bench.setup(topo, args)
+        for round_ in range(args.repeat):
+            shift = round_ % len(args.configs)
+            order = args.configs[shift:] + args.configs[:shift]
+            for name, case in selected.items():
+                for config in order:
+                    try:
+                        run = measure_once(topo, case, config, args)
+                    except (RuntimeError, ValueError, OSError) as e:
+                        run = {"failed": f"{type(e).__name__}: {e}"}
+                    runs[name][config].append(run)
+                    print(f"[{time.monotonic() - started:5.0f}s] round {round_ + 1} {name:14} "
+                          f"{config:15} {progress(bench, run)}", file=sys.stderr, flush=True)
+    meta["load_average_after"] = load_average()
+    meta["wall_seconds"] = round(time.monotonic() - started)
+    meta["tcp_core"] = tcp_core_of(run.get("server_report", {}) for by_config in runs.values()
+                                   for config_runs in by_config.values() for run in config_runs)
+    return {"meta": meta, "runs": runs}
+
+
+# -- summary and output ---------------------------------------------------------------------
+
+
+def summarize(bench: Bench,
+              runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
+    """Medians per case and configuration, and their ratios to each baseline."""
+    numbers = [m.key for m in bench.metrics + bench.extra_metrics]
+    numbers += ["generator_cpu_share", *bench.packets_keys()]
+    summary: dict[str, dict[str, Any]] = {}
+    for name, by_config in runs.items():
+        summary[name] = {}
+        for config, all_runs in by_config.items():
+            config_runs = [run for run in all_runs if "failed" not in run]
+            failures = [f"failed: {run['failed'].strip().splitlines()[-1]}"
+                        for run in all_runs if "failed" in run]
+            if not config_runs:
+                summary[name][config] = {key: math.nan for key in numbers} | {
+                    "cpu0_busy": math.nan, "cpu1_busy": math.nan, "errors": {},
+                    "problems": failures}
+                continue
+            values: dict[str, Any] = {key: median_of(config_runs, key) for key in numbers}
+            for core in ("cpu0", "cpu1"):
+                values[f"{core}_busy"] = statistics.median(
+                    r["core_busy"].get(core, 0.0) for r in config_runs)
+            errors: dict[str, int] = {}
+            for run in config_runs:
+                for kind, n in run["errors"].items():
+                    errors[kind] = errors.get(kind, 0) + n
+            values["errors"] = {k: n for k, n in errors.items() if n}
+            values["problems"] = failures + sorted(
+                {p for run in config_runs for p in run["problems"]})
+            summary[name][config] = values
+        for values in summary[name].values():
+            values["ratios"] = {
+                base: {m.key: values[m.key] / summary[name][base][m.key]
+                       if base in summary[name] and summary[name][base][m.key] else math.nan
+                       for m in bench.metrics}
+                for base in bench.baselines}
+    return summary
+
+
+def baseline_label(bench: Bench) -> str:
+    """"÷ k+asyncio / k+uvloop" for the ratio columns' header."""
+    return "÷ " + " / ".join(base.replace("kernel", "k", 1) for base in bench.baselines)
+
+
+def table(bench: Bench, summary: dict[str, dict[str, Any]]) -> str:
+    headers = ["case", "stack+loop"]
+    for metric in bench.metrics:
+        headers += [metric.label, baseline_label(bench)]
+    headers += [m.label for m in bench.extra_metrics]
+    headers += ["core 0 / 1 busy", "load gen CPU",
+                f"server packets in / out per {bench.packets_unit}", "errors (all repeats)"]
+    packets_in, packets_out = bench.packets_keys()
+    rows = []
+    for name, by_config in summary.items():
+        for config, values in by_config.items():
+            row: list[object] = [name, config]
+            for metric in bench.metrics:
+                row += [metric.text(values[metric.key]),
+                        " / ".join(f"{values['ratios'][base][metric.key]:.2f}"
+                                   for base in bench.baselines)]
+            row += [m.text(values[m.key]) for m in bench.extra_metrics]
+            errors = ", ".join(f"{k} {n}" for k, n in values["errors"].items()) or "0"
+            row += [f"{values['cpu0_busy']:.0%} / {values['cpu1_busy']:.0%}",
+                    f"{values['generator_cpu_share']:.0%}",
+                    f"{values[packets_in]:.2f} / {values[packets_out]:.2f}", errors]
+            rows.append(row)
+    return markdown_table(headers, rows)
+
+
+def plot(bench: Bench, summary: dict[str, dict[str, Any]], meta: dict[str, Any],
+         path: Path) -> None:
+    """Each metric as a ratio to the first baseline, the absolute value on the bar."""
+    base = bench.baselines[0]
+    panels = []
+    labels: dict[str, dict[str, str]] = {}
+    for metric in bench.metrics:
+        ylabel = f"{metric.label}\n(÷ {base})"
+        panels.append((ylabel, {name: {config: values["ratios"][base][metric.key]
+                                       for config, values in by_config.items()}
+                                for name, by_config in summary.items()}))
+        labels[ylabel] = {f"{name}/{config}": metric.text(values[metric.key])
+                          for name, by_config in summary.items()
+                          for config, values in by_config.items()}
+    bar_chart(path, f"{bench.title}, one server core, {meta['mode']}-mode XDP, median of "
+              f"{meta['repeat']} × {meta['duration']} s ({meta['date']})", panels, labels,
+              log=True)
+
+
+def header(meta: dict[str, Any]) -> str:
+    """The line above every table: the command, when, what tree and which TCP core
+    the aioxdp servers ran, the machine, how loaded it was."""
+    return (f"`{meta['command']}` — {meta['date']}, aioxdp {meta.get('aioxdp_version', '?')}, "
+            f"TCP core: {meta.get('tcp_core', '?')}, {meta['mode']}-mode XDP, "
+            f"CPU: {meta.get('cpu_model', '?')}, load average before "
+            f"{meta['load_average_before']}, after {meta['load_average_after']}")
+
+
+def main(bench: Bench, doc: str) -> None:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    repeat, duration, warmup = bench.quick
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{repeat} round(s) of {duration} s loads after {warmup} s of "
+                        "warm-up (about a minute): a smoke test, not data")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="measured seconds per load")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured seconds before")
+    parser.add_argument("--cases", nargs="+", default=bench.default_cases,
+                        choices=bench.all_cases)
+    parser.add_argument("--configs", nargs="+", default=bench.default_configs, choices=CONFIGS)
+    parser.add_argument("--mode", choices=("skb", "native"), default="skb",
+                        help="aioxdp's XDP attach mode")
+    bench.add_arguments(parser)
+    parser.add_argument("--output", default=bench.name, metavar="NAME",
+                        help="results go to bench/results/NAME.{json,md,png}")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: redo the table and plot from NAME.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeat, args.duration, args.warmup = bench.quick
+    if not 0 < args.duration <= 120 or not 0 <= args.warmup <= 30 or not 1 <= args.repeat <= 20:
+        parser.error("need 0 < --duration <= 120, 0 <= --warmup <= 30, 1 <= --repeat <= 20")
+    if args.report_only:
+        results = json.loads((RESULTS / f"{args.output}.json").read_text())
+    else:
+        missing = [base for base in bench.baselines if base not in args.configs]
+        if missing:
+            print(f"note: no {', '.join(missing)} in --configs: its ratios will be nan",
+                  file=sys.stderr)
+        results = run_all(bench, args)
+    results["summary"] = summarize(bench, results["runs"])
+    markdown = table(bench, results["summary"])
+    save_json(args.output, results)
+    meta = results["meta"]
+    (RESULTS / f"{args.output}.md").write_text(f"{header(meta)}\n\n{markdown}\n")
+    plot(bench, results["summary"], meta, RESULTS / f"{args.output}.png")
+    print(f"{header(meta)}\n\n{markdown}")
+    problems = [f"{name} {config}: {p}" for name, by_config in results["summary"].items()
+                for config, values in by_config.items() for p in values["problems"]]
+    if problems:
+        print("\nProblems:\n" + "\n".join(problems))
+    print(f"\nresults in {RESULTS}/{args.output}.{{json,md,png}}")
