@@ -98,3 +98,32 @@ def test_bulk_both_ways_through_gro_and_gso(topology: Topology, family: str) -> 
     pieces = sent["tx_gso_pieces"] - received["tx_gso_pieces"]
     assert gso_frames > 0 and pieces >= 2 * gso_frames
     assert pieces * 1500 >= SIZE // 2  # most of the data went that way
+
+
+def test_bulk_upload_through_tx_stalls_with_few_umem_frames(topology: Topology) -> None:
+    """With 64 UMEM frames one send can queue 32 frames at most: super-frames are
+    cut smaller (TcpConfig.gso_max), the TX ring runs full all the time, and
+    what did not fit waits in _pending_tx, super-frames whole, in order."""
+    size = 4 * 1024 * 1024
+
+    async def main() -> tuple[dict[str, Any], int, str]:
+        proc = await peer_server(topology, PEER, PORT, "0", str(PORT))
+        reader, writer = await asyncio.open_connection(topology.client_ip, PORT)
+        assert await reader.read() == b""  # the peer's empty download
+        writer.close()
+        reader, writer = await asyncio.open_connection(topology.client_ip, PORT)
+        for off in range(0, size, len(BLOCK)):
+            writer.write(BLOCK[: size - off])
+        await writer.drain()
+        writer.write_eof()
+        answer = (await reader.read()).decode()
+        writer.close()
+        await proc.wait()
+        stack = asyncio.get_running_loop().xdp_stack  # type: ignore[attr-defined]
+        return stack_stats(), stack.settings.tcp.gso_max, answer
+
+    stats, gso_max, answer = run_on_stack(topology, main, timeout=120, frames=64)
+    assert answer == f"{size} {expected_digest(size)}"
+    assert gso_max <= 32 * (536 - 40)
+    assert stats["offload"]["tx_gso_frames"] > 0
+    assert stats["tx_stalls"] > 0

@@ -390,3 +390,28 @@ def test_one_socket_per_queue_on_a_multiqueue_link(mode: str) -> None:
             assert seen == ports
             assert prog.counters()["redirect_no_socket"] == 0
             assert q0.stats()["rx"] + q1.stats()["rx"] >= len(ports)
+
+
+def super_frame(payload: int, gso: int = 1000) -> bytes:
+    """One TCP segment of ``payload`` bytes to a MAC nobody has, to be cut by ``send``."""
+    return ether(b"\x02\0\0\0\0\x99", b"\x02\0\0\0\0\x98", ip_packet(
+        b"\xc6\x12\0\x01", b"\xc6\x12\0\x63", 6, tcp_header(9, 9, 1, 0, ACK) + bytes(payload)))
+
+
+@pytest.mark.netns
+def test_super_frames_are_queued_whole_or_not_at_all(topology: Topology) -> None:
+    with open_stack(topology, "skb", num_frames=64, rx_size=32, tx_size=64) as s:
+        assert s.xsk.tx_capacity == s.xsk.free_frames == 32
+        with pytest.raises(ValueError, match="more pieces"):
+            s.xsk.send(super_frame(33 * 1000), [33 * 1000 + 54], array("H", [1000]))
+        with pytest.raises(ValueError, match="exceed the UMEM frame size"):
+            s.xsk.send(super_frame(5000), [5054], [2000])
+        # 12 + 12 pieces fit in 32 free frames, the third super-frame's 12 do not
+        frames = super_frame(12 * 1000) * 3
+        assert s.xsk.send(frames, array("I", [12054] * 3), array("H", [1000] * 3)) == 2
+        stats = s.xsk.stats()
+        assert (stats["tx"], stats["tx_gso_frames"], stats["tx_gso_pieces"]) == (24, 2, 24)
+        deadline = time.monotonic() + 5
+        while s.xsk.flush() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert s.xsk.free_frames == 32
