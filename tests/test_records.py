@@ -59,7 +59,7 @@ def run(frames: Sequence[bytes], size: int = 1448, **kw: object) -> list[bytes]:
 
 def decoded(frames: Sequence[bytes], **kw: object) -> tuple[list[Segment | None], FrameRecords]:
     out = parse_frames(frames, **kw)  # type: ignore[arg-type]
-    return records.decode(out.records, out.payloads, out.n), out
+    return records.decode(out.records, memoryview(out.payloads), out.n), out
 
 
 def field(out: FrameRecords, index: int, name: str) -> object:

@@ -46,10 +46,11 @@ OPT_WSCALE: Final = 2
 OPT_SACK_PERM: Final = 4
 OPT_TS: Final = 8
 
-# What a segment needs, in one unpack: the other fields become pad bytes
+# What a segment needs, in one unpack: the other fields become pad bytes. The IPv4
+# form is tried first; its addr_len says whether the record is IPv6 or raw instead.
 _SEGMENT_FIELDS: Final = ("src", "dst", "seq", "ack", "tsval", "tsecr", "payload",
                           "payload_len", "sport", "dport", "window", "urgent", "mss",
-                          "gso_size", "flags", "options", "wscale", "nsack")
+                          "gso_size", "addr_len", "flags", "options", "wscale", "nsack")
 
 
 def _segment_struct(addr_len: int) -> struct.Struct:
@@ -67,11 +68,11 @@ def _segment_struct(addr_len: int) -> struct.Struct:
 
 
 _TCP4: Final = _segment_struct(4)
+_ADDR_LEN: Final = _SEGMENT_FIELDS.index("addr_len")
 _TCP6: Final = _segment_struct(16)
 _SACK: Final = struct.Struct("=8I")
 _FRAME: Final = struct.Struct("=Q")
 _FRAME_LEN: Final = struct.Struct("=I")
-_ADDR_LEN_AT: Final = OFFSETS["addr_len"]
 _SACK_AT: Final = OFFSETS["sack"]
 _FRAME_LEN_AT: Final = OFFSETS["frame_len"]
 _MAC_AT: Final = OFFSETS["src_mac"]
@@ -79,26 +80,26 @@ _MAC_AT: Final = OFFSETS["src_mac"]
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
 
-def decode(records: Buffer, payloads: Buffer, count: int) -> list[Segment | None]:
+def decode(records: Buffer, payloads: memoryview, count: int) -> list[Segment | None]:
     """The first ``count`` records as segments, in order; None for a raw record
     (``frame_span`` says where its frame is). Payloads are copied out of
-    ``payloads``, which the next batch overwrites."""
+    ``payloads``, which the next batch overwrites (``memoryview.tobytes``: one
+    copy, cheaper than ``bytes()`` of a slice)."""
     out: list[Segment | None] = []
     unpack4 = _TCP4.unpack_from
     unpack6 = _TCP6.unpack_from
     for i in range(count):
         base = i * RECORD_SIZE
-        addr_len = records[base + _ADDR_LEN_AT]
-        if addr_len == 4:
-            fields = unpack4(records, base)
-        elif addr_len == 16:
+        fields = unpack4(records, base)
+        addr_len = fields[_ADDR_LEN]
+        if addr_len != 4:
+            if addr_len != 16:
+                out.append(None)
+                continue
             fields = unpack6(records, base)
-        else:
-            out.append(None)
-            continue
         (src, dst, seq, ack, tsval, tsecr, start, length, sport, dport, window, urgent, mss,
-         gso_size, flags, options, wscale, nsack) = fields
-        payload = bytes(payloads[start:start + length]) if length else b""
+         gso_size, addr_len, flags, options, wscale, nsack) = fields
+        payload = payloads[start:start + length].tobytes() if length else b""
         if options == OPT_TS and not nsack:  # what Linux puts on every data and ACK segment
             out.append(Segment(src, dst, sport, dport, seq, ack, flags, window, payload,
                                urgent=urgent, ts=(tsval, tsecr), gso_size=gso_size))
