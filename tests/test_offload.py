@@ -54,6 +54,20 @@ def expected_digest(size: int) -> str:
     return h.hexdigest()
 
 
+async def upload(addr: str, size: int, *, drain_each: bool = True) -> str:
+    """Send ``size`` bytes of BLOCKs to the peer; its answer: "length digest"."""
+    reader, writer = await asyncio.open_connection(addr, PORT)
+    for off in range(0, size, len(BLOCK)):
+        writer.write(BLOCK[: size - off])
+        if drain_each:
+            await writer.drain()
+    await writer.drain()
+    writer.write_eof()
+    answer = (await reader.read()).decode()
+    writer.close()
+    return answer
+
+
 def stack_stats() -> dict[str, Any]:
     stack = asyncio.get_running_loop().xdp_stack  # type: ignore[attr-defined]
     assert stack is not None
@@ -75,14 +89,7 @@ def test_bulk_both_ways_through_gro_and_gso(topology: Topology, family: str) -> 
         writer.close()
         assert (n, h.hexdigest()) == (SIZE, expected_digest(SIZE))
         received = stack_stats()["offload"]
-
-        reader, writer = await asyncio.open_connection(peer_addr, PORT)
-        for off in range(0, SIZE, len(BLOCK)):
-            writer.write(BLOCK[: SIZE - off])
-            await writer.drain()
-        writer.write_eof()
-        answer = (await reader.read()).decode()
-        writer.close()
+        answer = await upload(peer_addr, SIZE)
         await proc.wait()
         return received, stack_stats()["offload"], answer
 
@@ -111,13 +118,8 @@ def test_bulk_upload_through_tx_stalls_with_few_umem_frames(topology: Topology) 
         reader, writer = await asyncio.open_connection(topology.client_ip, PORT)
         assert await reader.read() == b""  # the peer's empty download
         writer.close()
-        reader, writer = await asyncio.open_connection(topology.client_ip, PORT)
-        for off in range(0, size, len(BLOCK)):
-            writer.write(BLOCK[: size - off])
-        await writer.drain()
-        writer.write_eof()
-        answer = (await reader.read()).decode()
-        writer.close()
+        # written all at once: the core has the whole of it to send
+        answer = await upload(topology.client_ip, size, drain_each=False)
         await proc.wait()
         stack = asyncio.get_running_loop().xdp_stack  # type: ignore[attr-defined]
         return stack_stats(), stack.settings.tcp.gso_max, answer
