@@ -150,10 +150,11 @@ class NetStack:
             self.xsk = XskSocket(settings.interface, settings.queue, self.program,
                                  num_frames=settings.frames, mode=settings.mode,
                                  zerocopy=settings.zerocopy)
-            # the core may hand over segments of several MSS for C to cut, no bigger
-            # than one send can queue at the smallest MSS the core ever uses (0: off)
+            # the core may hand over segments of several MSS for C to cut (a smaller
+            # gso_max of the settings stays), no bigger than one send can queue when
+            # cut at the smallest MSS the core ever uses (XskSocket.send refuses more)
             tcp.gso_max = min(tcp.gso_max or GSO_MAX_PAYLOAD, GSO_MAX_PAYLOAD,
-                              self.xsk.tx_capacity * (tcp.min_mss - wire.MAX_OPTION_SPACE))
+                              self.xsk.tx_capacity * max(1, tcp.min_mss - wire.MAX_OPTION_SPACE))
             if settings.workers > 1:
                 self.relay = PortRelay(settings)
                 loop.add_reader(self.relay.fileno(), self._on_relayed)
