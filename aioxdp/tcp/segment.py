@@ -81,8 +81,9 @@ class Segment:
     def split(self) -> list[Segment]:
         """The wire segments a ``gso_size`` segment stands for (itself when it is
         not one): the payload cut into pieces of ``gso_size``, sequence numbers
-        advanced, FIN and PSH on the last piece only; what the transmit path does
-        in C, here for tests and for a path without offload."""
+        advanced, FIN and PSH on the last piece only, CWR on the first only (as
+        Linux's tcp_gso_segment); what the transmit path does in C, here for tests
+        and for a path without offload."""
         size = self.gso_size
         payload = self.payload
         n = len(payload)
@@ -91,10 +92,11 @@ class Segment:
         flags = self.flags
         out = []
         for start in range(0, n, size):
-            last = start + size >= n
+            piece_flags = flags if start + size >= n else flags & ~(FIN | PSH)
+            if start:
+                piece_flags &= ~CWR
             out.append(Segment(self.src, self.dst, self.sport, self.dport,
-                               (self.seq + start) & 0xFFFFFFFF, self.ack,
-                               flags if last else flags & ~(FIN | PSH), self.window,
+                               (self.seq + start) & 0xFFFFFFFF, self.ack, piece_flags, self.window,
                                payload[start:start + size], urgent=self.urgent, mss=self.mss,
                                wscale=self.wscale, sack_permitted=self.sack_permitted,
                                sack=self.sack, ts=self.ts))
