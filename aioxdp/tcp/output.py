@@ -21,26 +21,28 @@ class Output(Tcb):
     def _ts_now(self, now: float) -> int:
         return (int(now * 1000) + self._ts_offset) & MASK
 
-    def _window_offer(self) -> tuple[int, int]:
-        """(the window advertised now, the window we may advertise). Receiver
+    def _window_now(self) -> int:
+        """The window advertised last, as it stands now (0 once data filled it)."""
+        cur = (self.rcv_adv - self.rcv_nxt) & MASK
+        return 0 if cur >= sq.HALF else cur
+
+    def _window_offer(self, cur: int) -> int:
+        """The window we may advertise, ``cur`` being ``_window_now()``. Receiver
         SWS avoidance (RFC 9293 §3.8.6.2.2): the right edge moves only by at
         least min(rcv_buf/2, MSS) and never moves left."""
-        cur = (self.rcv_adv - self.rcv_nxt) & MASK
-        if cur >= sq.HALF:
-            cur = 0
         space = self.config.rcv_buf - len(self._held)
         if space - cur >= min(self.config.rcv_buf >> 1, self._rcv_mss):
-            return cur, space
-        return cur, cur
+            return space
+        return cur
 
     def _window_update_due(self) -> bool:
-        cur, offer = self._window_offer()
-        return offer > cur
+        cur = self._window_now()
+        return self._window_offer(cur) > cur
 
     def _window_field(self) -> int:
         """The window field to send (scaled down, RFC 7323 §2.2), rounded up
         rather than down so that the right edge never moves left (§2.4)."""
-        offer = self._window_offer()[1]
+        offer = self._window_offer(self._window_now())
         ws = self.rcv_wscale
         field = offer >> ws
         if field >= 0xFFFF:

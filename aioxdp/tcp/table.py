@@ -42,7 +42,7 @@ from .connection import Connection, receive_window_scale
 from .cookies import CookieSecrets, check_cookie, derive_key, flow_hash32, isn, make_cookie
 from .events import ConnectionClosed, ConnectionEstablished, Event
 from .segment import ACK, FIN, RST, SYN, Segment
-from .tcb import CLOSED, SYN_RECEIVED, TIME_WAIT
+from .tcb import CLOSED, INF, SYN_RECEIVED, TIME_WAIT
 from .wire import IcmpError
 
 Key = tuple[bytes, int, bytes, int]
@@ -387,7 +387,7 @@ class ConnectionTable:
         """The earliest deadline of any connection."""
         while (bound := self.get_timer_bound()) is not None:
             _, _, conn = self._heap[0]
-            deadline = conn.get_timer()
+            deadline = conn.deadline()
             if deadline == bound:
                 return bound
             heapq.heappop(self._heap)
@@ -419,8 +419,8 @@ class ConnectionTable:
         while heap and heap[0][0] <= now:
             bound, _, conn = heapq.heappop(heap)
             if deadlines.get(conn) == bound:
-                deadline = conn.get_timer()
-                if deadline is not None and deadline <= now:
+                deadline = conn.deadline()
+                if deadline <= now:
                     del deadlines[conn]
                     due.append(conn)
                 else:
@@ -491,8 +491,8 @@ class ConnectionTable:
     def _touch(self, conn: Connection) -> None:
         """File conn's deadline if it moved earlier than its heap entry (or has
         none); one that moved later keeps its entry as a lower bound."""
-        deadline = conn.get_timer()
-        if deadline is None:
+        deadline = conn.deadline()
+        if deadline == INF:
             return  # an entry left behind is dropped when it reaches the top
         bound = self._deadlines.get(conn)
         if bound is None or deadline < bound:
@@ -503,10 +503,10 @@ class ConnectionTable:
                 self._heap = [(d, next(self._tiebreak), c) for c, d in self._deadlines.items()]
                 heapq.heapify(self._heap)
 
-    def _file(self, conn: Connection, deadline: float | None) -> None:
-        """Give conn one current heap entry at ``deadline`` (none for None); any
+    def _file(self, conn: Connection, deadline: float) -> None:
+        """Give conn one current heap entry at ``deadline`` (none for INF); any
         older entry goes stale."""
-        if deadline is None:
+        if deadline == INF:
             self._deadlines.pop(conn, None)
             return
         self._deadlines[conn] = deadline

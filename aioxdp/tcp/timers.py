@@ -27,6 +27,14 @@ class Timers(Output):
     __slots__ = ()
 
     def get_timer(self) -> float | None:
+        """The earliest deadline, None when no timer is armed."""
+        t = self.deadline()
+        return None if t == INF else t
+
+    def deadline(self) -> float:
+        """The earliest deadline, INF when no timer is armed: ``get_timer`` without an
+        optional, so that a compiled caller gets an unboxed float (the table asks for
+        every connection it touches)."""
         # comparisons rather than min(): compiled, these are unboxed floats (a
         # min() of five would box them and call the generic builtin, per segment)
         t = self._t_rto
@@ -38,7 +46,7 @@ class Timers(Output):
             t = self._t_keepalive
         if self._t_2msl < t:
             t = self._t_2msl
-        return None if t == INF else t
+        return t
 
     def handle_timer(self, *, now: float) -> None:
         if now >= self._t_2msl:
