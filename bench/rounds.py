@@ -234,15 +234,23 @@ def summarize(bench: Bench,
     return summary
 
 
-def baseline_label(bench: Bench) -> str:
+def baselines_run(bench: Bench, summary: dict[str, dict[str, Any]]) -> list[str]:
+    """The baselines that this run measured (--configs may leave one out): ratios to
+    the others would be nan, so neither the table nor the plot shows them."""
+    return [base for base in bench.baselines
+            if any(base in by_config for by_config in summary.values())]
+
+
+def baseline_label(bases: list[str]) -> str:
     """"÷ k+asyncio / k+uvloop" for the ratio columns' header."""
-    return "÷ " + " / ".join(base.replace("kernel", "k", 1) for base in bench.baselines)
+    return "÷ " + " / ".join(base.replace("kernel", "k", 1) for base in bases)
 
 
 def table(bench: Bench, summary: dict[str, dict[str, Any]]) -> str:
+    bases = baselines_run(bench, summary)
     headers = ["case", "stack+loop"]
     for metric in bench.metrics:
-        headers += [metric.label, baseline_label(bench)]
+        headers += [metric.label, baseline_label(bases)]
     headers += [m.label for m in bench.extra_metrics]
     headers += ["core 0 / 1 busy", "load gen CPU",
                 f"server packets in / out per {bench.packets_unit}", "errors (all repeats)"]
@@ -254,7 +262,7 @@ def table(bench: Bench, summary: dict[str, dict[str, Any]]) -> str:
             for metric in bench.metrics:
                 row += [metric.text(values[metric.key]),
                         " / ".join(f"{values['ratios'][base][metric.key]:.2f}"
-                                   for base in bench.baselines)]
+                                   for base in bases)]
             row += [m.text(values[m.key]) for m in bench.extra_metrics]
             errors = ", ".join(f"{k} {n}" for k, n in values["errors"].items()) or "0"
             row += [f"{values['cpu0_busy']:.0%} / {values['cpu1_busy']:.0%}",
@@ -266,8 +274,8 @@ def table(bench: Bench, summary: dict[str, dict[str, Any]]) -> str:
 
 def plot(bench: Bench, summary: dict[str, dict[str, Any]], meta: dict[str, Any],
          path: Path) -> None:
-    """Each metric as a ratio to the first baseline, the absolute value on the bar."""
-    base = bench.baselines[0]
+    """Each metric as a ratio to the first baseline run, the absolute value on the bar."""
+    base = baselines_run(bench, summary)[0]
     panels = []
     labels: dict[str, dict[str, str]] = {}
     for metric in bench.metrics:
@@ -321,7 +329,7 @@ def main(bench: Bench, doc: str) -> None:
     else:
         missing = [base for base in bench.baselines if base not in args.configs]
         if missing:
-            print(f"note: no {', '.join(missing)} in --configs: its ratios will be nan",
+            print(f"note: no {', '.join(missing)} in --configs: no ratios to it",
                   file=sys.stderr)
         results = run_all(bench, args)
     results["summary"] = summarize(bench, results["runs"])
