@@ -8,6 +8,7 @@ calls ``aioxdp.install()``, just the variables.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field, fields
 
 from .tcp.config import TcpConfig
@@ -36,6 +37,12 @@ def port_share(port_range: tuple[int, int], workers: int, index: int) -> tuple[i
     return low, low + span - 1
 
 
+class KernelSocket(socket.socket):
+    """A socket an aioxdp loop leaves on the kernel even where it would adopt it
+    (``Settings.adopt_sockets``): for a server that must answer whatever state the
+    bypass stack is in, such as the metrics endpoint (statsserver.py)."""
+
+
 @dataclass
 class Settings:
     """Where and how the stack runs.
@@ -62,6 +69,16 @@ class Settings:
     secret: the key of ISNs and SYN cookies (None: a random one). Stacks
       sharing one XDP program must share it: the program answers SYNs with
       cookies any of them has to accept.
+    stats: serve the stack's counters on its stats socket for ``aioxdp stats``
+      (statsserver.py), whichever way the loop was made; False (or
+      ``AIOXDP_STATS=0``) where /run is not writable or nobody should read them.
+    adopt_sockets: sockets handed to the loop already made move onto the stack
+      when they belong to the interface: a listening socket bound to one of its
+      addresses (``create_server(sock=...)``, what ASGI servers pass for
+      ``--fd`` or ``--workers``), and a socket connected through
+      ``loop.sock_connect`` to a destination routed out of it (aiohttp's
+      client, happy eyeballs). False keeps such sockets on the kernel, for a
+      program that reads and writes them itself (``sock_recv``/``sock_sendall``).
     """
 
     interface: str | None = None
@@ -76,6 +93,8 @@ class Settings:
     workers: int = 1
     attached: bool = False
     secret: bytes | None = None
+    stats: bool = True
+    adopt_sockets: bool = True
     tcp: TcpConfig = field(default_factory=TcpConfig)
 
     def __post_init__(self) -> None:
@@ -108,7 +127,7 @@ class Settings:
                 continue
             if f.name == "port_range":
                 values[f.name] = _parse_range(raw)
-            elif f.name in ("zerocopy", "attached"):
+            elif f.name in ("zerocopy", "attached", "stats", "adopt_sockets"):
                 values[f.name] = raw.lower() in ("1", "yes", "true", "on")
             elif f.name in ("queue", "batch", "frames", "workers"):
                 values[f.name] = int(raw)

@@ -1,10 +1,16 @@
 """A running stack's counters for other processes: JSON on a unix socket, Prometheus text on TCP.
 
-The unix socket lives at ``/run/aioxdp/<interface>-<queue>.sock``. /run is
+The unix socket lives at ``/run/aioxdp/<interface>-<queue>@<netns>.sock``,
+``<netns>`` being the inode number of the stack's network namespace. /run is
 shared by every network namespace, so ``aioxdp stats`` in the root namespace
 finds a stack started with ``ip netns exec``, and no port of the bypassed
-interface is spent on it. A client connects, reads one JSON document to EOF,
-and is done: there is no request to parse, so nothing to get wrong.
+interface is spent on it; interface names are only unique within a namespace,
+hence the namespace in the name (``eth1`` of two namespaces would otherwise
+hide one another). A client connects, reads one JSON document to EOF, and is
+done: there is no request to parse, so nothing to get wrong.
+
+Every stack serves one (aioxdp.loop starts it with the stack, whichever way the
+loop was made; ``Settings.stats`` turns it off).
 
 The Prometheus endpoint (``aioxdp run --metrics PORT``) is for scrapers that
 speak HTTP only. It is a plain kernel socket on the base loop: a port the
@@ -18,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import glob
 import ipaddress
 import json
 import logging
@@ -29,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .settings import Settings
+from .settings import KernelSocket, Settings
 
 logger = logging.getLogger("aioxdp")
 
@@ -41,8 +48,54 @@ METRICS_REQUEST_LIMIT = 8192  # bytes of HTTP request head the metrics endpoint 
 Snapshot = dict[str, Any]
 
 
-def socket_path(interface: str, queue: int) -> Path:
-    return STATS_DIR / f"{interface}-{queue}.sock"
+NETNS_DIR = Path("/run/netns")  # where `ip netns add` mounts the namespaces it names
+# paths this process serves: a second StatsServer for one of them (aioxdp run starts one
+# before its app makes the stack, which starts its own) steps aside without a warning
+_SERVING: set[Path] = set()
+
+
+def netns_inode(netns: str | None = None) -> int:
+    """The inode number that names a network namespace while it lives: the calling
+    thread's (a thread may have entered one with setns, as topology.in_netns does),
+    or the one ``ip netns`` knows as ``netns``."""
+    path = "/proc/thread-self/ns/net" if netns is None else NETNS_DIR / netns
+    return os.stat(path).st_ino
+
+
+def netns_name() -> str:
+    """The calling thread's network namespace as ``ip netns`` names it, else its inode
+    number (the root namespace and unnamed ones)."""
+    own = os.stat("/proc/thread-self/ns/net")
+    with contextlib.suppress(OSError):
+        for entry in NETNS_DIR.iterdir():
+            with contextlib.suppress(OSError):
+                st = entry.stat()
+                if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                    return entry.name
+    return str(own.st_ino)
+
+
+def socket_path(interface: str, queue: int, netns: str | None = None) -> Path:
+    """The stats socket of the stack on ``interface`` queue ``queue`` in namespace
+    ``netns`` (a name of ``ip netns``). Without ``netns``: the calling thread's
+    namespace, or else, when no socket is there, the only one of that interface and
+    queue in any namespace (a stack started with ``ip netns exec``, looked at from
+    outside)."""
+    path = _path(interface, queue, netns_inode(netns))
+    if netns is None and not path.exists():
+        others = list(STATS_DIR.glob(f"{glob.escape(interface)}-{queue}@*.sock"))
+        if len(others) == 1:
+            return others[0]
+    return path
+
+
+def _path(interface: str, queue: int, netns: int) -> Path:
+    return STATS_DIR / f"{interface}-{queue}@{netns}.sock"
+
+
+def _interface_of(path: Path) -> str:
+    """``eth1`` of ``eth1-0@4026532290.sock`` (interface names may hold ``-`` and ``@``)."""
+    return path.stem.rpartition("@")[0].rpartition("-")[0]
 
 
 def plain(value: Any) -> Any:
@@ -77,6 +130,7 @@ def snapshot(loop: asyncio.AbstractEventLoop, settings: Settings, started: float
         "mode": settings.mode,
         "poll": settings.poll,
         "loop": type(loop).__name__,
+        "netns": netns_name(),
         "started": started,
         "uptime": round(time.time() - started, 3),
     }
@@ -94,17 +148,22 @@ def snapshot(loop: asyncio.AbstractEventLoop, settings: Settings, started: float
 
 
 class StatsServer:
-    """Serves ``snapshot()`` as JSON to whoever connects to the unix socket."""
+    """Serves ``snapshot()`` as JSON to whoever connects to the unix socket.
+
+    Made in the namespace of the stack it reports on: the name says which."""
 
     def __init__(self, settings: Settings, collect: Callable[[], Snapshot]) -> None:
         if settings.interface is None:
             raise ValueError("the stats socket is named after the interface: none configured")
-        self.path = socket_path(settings.interface, settings.queue)
+        self.path = _path(settings.interface, settings.queue, netns_inode())
         self._collect = collect
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> bool:
-        """Listen; False (and a warning) when another live process holds the name."""
+        """Listen; False when the name is taken: by another live process (with a
+        warning), or by this one (aioxdp run's and its loop's, quietly)."""
+        if self.path in _SERVING:
+            return False
         STATS_DIR.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             if _answers(self.path):
@@ -112,20 +171,30 @@ class StatsServer:
                                self.path)
                 return False
             self.path.unlink()  # left behind by a process that was killed
-        self._server = await asyncio.get_running_loop().create_unix_server(
-            self._protocol, str(self.path))
+        _SERVING.add(self.path)
+        try:
+            self._server = await asyncio.get_running_loop().create_unix_server(
+                self._protocol, str(self.path))
+        except BaseException:
+            _SERVING.discard(self.path)
+            raise
         return True
 
     def _protocol(self) -> asyncio.Protocol:
         return _SnapshotProtocol(self._collect)
 
-    async def close(self) -> None:
+    def stop(self) -> None:
+        """Stop serving and remove the socket; synchronous, for a loop's close()."""
         if self._server is None:
             return
         self._server.close()
         self._server = None
+        _SERVING.discard(self.path)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+    async def close(self) -> None:
+        self.stop()
 
 
 class _SnapshotProtocol(asyncio.Protocol):
@@ -162,7 +231,7 @@ def stats_sockets(interface: str | None = None) -> list[Path]:
         return []
     paths = sorted(STATS_DIR.glob("*.sock"))
     if interface is not None:
-        paths = [p for p in paths if p.stem.rpartition("-")[0] == interface]
+        paths = [p for p in paths if _interface_of(p) == interface]
     return paths
 
 
@@ -237,13 +306,13 @@ class MetricsServer:
 
     async def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # a KernelSocket keeps the aioxdp loop from moving this server onto the bypass stack
+        sock = KernelSocket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, self.port))
             sock.listen(16)
             sock.setblocking(False)
-            # a ready socket keeps the aioxdp loop from routing this server to the bypass stack
             self._server = await asyncio.start_server(self._handle, sock=sock,
                                                      limit=METRICS_REQUEST_LIMIT)
         except BaseException:

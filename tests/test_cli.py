@@ -163,7 +163,9 @@ async def test_stats_socket_serves_snapshots_and_is_removed(stats_dir: Path) -> 
 
     server = statsserver.StatsServer(settings, collect)
     assert await server.start()
-    assert server.path == stats_dir / "eth9-1.sock"
+    # named after the namespace too: eth9 of another namespace has a socket of its own
+    assert server.path == stats_dir / f"eth9-1@{statsserver.netns_inode()}.sock"
+    assert statsserver.socket_path("eth9", 1) == server.path
     first, problems = await asyncio.to_thread(statsserver.query_all, "eth9")
     second = await asyncio.to_thread(statsserver.query, server.path)
     assert problems == []
@@ -176,7 +178,7 @@ async def test_stats_socket_serves_snapshots_and_is_removed(stats_dir: Path) -> 
 
 
 async def test_stale_socket_is_reported_then_replaced(stats_dir: Path) -> None:
-    stale = stats_dir / "eth9-0.sock"
+    stale = statsserver.socket_path("eth9", 0)
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(stale))  # the file stays after close, as after a SIGKILL
     snapshots, problems = statsserver.query_all()
