@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import errno
 import fcntl
+import itertools
+import json
 import os
 import socket
 import struct
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pyroute2.netlink import (
     NLM_F_ACK,
@@ -346,15 +349,180 @@ async def resolve_neighbour(ifindex: int, addr: bytes, *, timeout: float = 1.0) 
         return done.value  # type: ignore[no-any-return]
 
 
+# --- served ports ----------------------------------------------------------------
+
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # linux/in.h
+
+
+def hold_port(addr: bytes, port: int, *, family: int = socket.AF_INET, scope_id: int = 0,
+              reuse_port: bool = False) -> socket.socket:
+    """A kernel socket bound (never listening) to ``(addr, port)``, ``addr`` packed, or
+    ``b""`` for the wildcard of ``family``: the kernel's record that the stack serves it.
+
+    The stack's listeners live in userspace, so without this the kernel would let one
+    of its own servers bind and listen on a port the stack serves (and the XDP program
+    would take that server's traffic), and the stack would take over a port a kernel
+    server listens on. Bound without SO_REUSEADDR, the socket conflicts with every
+    other bind of that (address, port), a listening one included, and the OSError
+    raised is the one asyncio's create_server raises for a taken address, so both
+    orders fail as two kernel servers would.
+
+    Where only the TIME-WAIT leftovers of an earlier kernel server (or sockets bound
+    with SO_REUSEADDR and not listening) are in the way, the socket binds as asyncio's
+    kernel servers do, with SO_REUSEADDR, which they let through; such a hold still
+    stops the stack from taking a listening port, but no longer a later kernel server
+    (Linux lets a SO_REUSEADDR listener join a bound, non-listening SO_REUSEADDR
+    socket), until the stack serves the port again.
+
+    ``reuse_port``: shared with other SO_REUSEPORT sockets of the same user (the
+    workers of one ``aioxdp run``, as kernel servers share a port). IP_FREEBIND: the
+    address may still be tentative (IPv6 DAD); nothing is ever received on the socket.
+    """
+    if addr:
+        family = _family(addr)
+    host = socket.inet_ntop(family, addr) if addr else (
+        "::" if family == socket.AF_INET6 else "0.0.0.0")
+    sockaddr: tuple[str, int] | tuple[str, int, int, int] = (
+        (host, port, 0, scope_id) if family == socket.AF_INET6 else (host, port))
+    try:
+        try:
+            return _bound(family, sockaddr, reuse_address=False, reuse_port=reuse_port)
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE:
+                raise
+            return _bound(family, sockaddr, reuse_address=True, reuse_port=reuse_port)
+    except OSError as err:
+        # asyncio.base_events.create_server's message for a failed bind
+        raise OSError(err.errno, f"error while attempting to bind on address "
+                                 f"{sockaddr!r}: {(err.strerror or '').lower()}") from None
+
+
+def _bound(family: int, sockaddr: tuple[str, int] | tuple[str, int, int, int], *,
+           reuse_address: bool, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        if family == socket.AF_INET6:
+            # as asyncio's create_server: "::" then covers IPv6 only
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+_TCP_STATES = {1: "ESTABLISHED", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1",
+               5: "FIN-WAIT-2", 6: "TIME-WAIT", 7: "CLOSE", 8: "CLOSE-WAIT", 9: "LAST-ACK",
+               10: "LISTEN", 11: "CLOSING"}
+
+
+def kernel_sockets_in(lo: int, hi: int) -> list[tuple[str, int, str]]:
+    """(address, port, state) of the namespace's kernel TCP sockets whose local port lies
+    in lo..hi (listening or connected; /proc/net/tcp lists no socket that is only bound).
+
+    The XDP program hands every segment to those ports to the stack, so such a socket
+    would never hear from its peers. Read from /proc/thread-self/net, which shows the
+    calling thread's namespace (as /proc/sys/net does)."""
+    found = []
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open(f"/proc/thread-self/net/{name}") as f:
+                lines = f.read().splitlines()[1:]
+        except FileNotFoundError:  # no IPv6
+            continue
+        for line in lines:
+            fields = line.split()
+            hexaddr, _, hexport = fields[1].partition(":")
+            port = int(hexport, 16)
+            if not lo <= port <= hi:
+                continue
+            # /proc/net/tcp prints the address as native-endian 32-bit words
+            raw = b"".join(struct.pack("=I", int(hexaddr[i:i + 8], 16))
+                           for i in range(0, len(hexaddr), 8))
+            found.append((socket.inet_ntop(family, raw), port,
+                          _TCP_STATES.get(int(fields[3], 16), fields[3])))
+    return found
+
+
 # --- reserved ports --------------------------------------------------------------
 
-# ports of a range that were reserved already when we reserved it, per
-# (namespace, range): release_ports leaves those reserved
-_held: dict[tuple[int, int, int], set[int]] = {}
+# Every reservation is recorded under RUN_DIR (one JSON file: process, namespace,
+# range, the ports it added), so that a stack killed before it could release its range
+# (SIGKILL) leaves a record the next stack in that namespace cleans up, instead of a
+# range every later run would take for an administrator's own and leave reserved.
+RUN_DIR = "/run/aioxdp/reserved-ports"
+SO_NETNS_COOKIE = 71  # asm-generic/socket.h, Linux 5.14
+
+# this process's reservations: (namespace, lo, hi) -> (record file or None, ports added),
+# the last made last
+_records: dict[tuple[int, int, int], list[tuple[str | None, set[int]]]] = {}
+_sequence = itertools.count()
 
 
 def _netns_key() -> int:
-    return os.stat("/proc/thread-self/ns/net").st_ino
+    """The calling thread's network namespace: its cookie, which unlike the inode
+    number is never reused by a later namespace (the inode where it is missing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            return struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE,
+                                                       8))[0]  # type: ignore[no-any-return]
+        except OSError:
+            return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` (/proc/<pid>/stat field 22), None when it is
+    gone: with the pid, it tells a live process from a new one that reused the pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _locked_records() -> Iterator[bool]:
+    """Serialises aioxdp processes' read-modify-writes of the sysctl and the records.
+    Yields False where RUN_DIR cannot be written: reservations then go unrecorded."""
+    try:
+        os.makedirs(RUN_DIR, exist_ok=True)
+        fd = os.open(os.path.join(RUN_DIR, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+    except OSError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _load_records(netns: int) -> dict[str, dict[str, Any]]:
+    """This namespace's records, by path."""
+    records = {}
+    for name in os.listdir(RUN_DIR):
+        if name.startswith(f"{netns}-") and name.endswith(".json"):
+            path = os.path.join(RUN_DIR, name)
+            try:
+                with open(path) as f:
+                    records[path] = json.load(f)
+            except (FileNotFoundError, ValueError):
+                continue
+    return records
+
+
+def _alive(record: dict[str, Any]) -> bool:
+    return _start_time(record["pid"]) == record["start"]
+
+
+def _added(record: dict[str, Any]) -> set[int]:
+    return _parse_ports(record["added"])
 
 
 def _parse_ports(text: str) -> set[int]:
@@ -387,7 +555,7 @@ def _write_reserved(ports: set[int]) -> None:
         f.write(_format_ports(ports) + "\n")
 
 
-def reserve_ports(lo: int, hi: int) -> None:
+def reserve_ports(lo: int, hi: int) -> list[int]:
     """Keep the kernel from choosing ports lo..hi (inclusive) for its own sockets.
 
     ``net.ipv4.ip_local_reserved_ports`` holds for IPv6 too, and for bind(0)
@@ -395,18 +563,55 @@ def reserve_ports(lo: int, hi: int) -> None:
     the stack's ports can't collide with a kernel socket's. Other entries are
     kept. The sysctl is per network namespace, and /proc/sys/net shows the
     namespace of the thread that opens it (tests/test_kernel.py checks it),
-    so this acts on the calling thread's namespace. It is a
-    read-modify-write: concurrent writers to the sysctl can lose updates.
+    so this acts on the calling thread's namespace.
+
+    First, the leftovers of dead stacks in this namespace (their records) are
+    released. Ports reserved by no aioxdp stack are the administrator's and stay
+    reserved after ``release_ports``; ports a live stack added too stay while it
+    lives. Returns the ports released for dead stacks.
     """
     if not 0 < lo <= hi <= 0xFFFF:
         raise ValueError(f"bad port range {lo}-{hi}")
     ours = set(range(lo, hi + 1))
-    current = reserved_ports()
-    _held[(_netns_key(), lo, hi)] = current & ours
-    _write_reserved(current | ours)
+    netns = _netns_key()
+    path: str | None = None
+    with _locked_records() as recorded:
+        records = _load_records(netns) if recorded else {}
+        live = {p: rec for p, rec in records.items() if _alive(rec)}
+        claimed: set[int] = set().union(*(_added(rec) for rec in live.values()))
+        current = reserved_ports()
+        leaked: set[int] = set()
+        for old, rec in records.items():
+            if old not in live:
+                leaked |= _added(rec) & (current - claimed)
+                os.unlink(old)
+        current -= leaked
+        # an administrator's own: reserved, and added by no stack living or dead
+        added = ours - (current - claimed)
+        if recorded:
+            path = os.path.join(RUN_DIR, f"{netns}-{os.getpid()}-{next(_sequence)}.json")
+            with open(path, "w") as f:
+                json.dump({"pid": os.getpid(), "start": _start_time(os.getpid()),
+                           "range": [lo, hi], "added": _format_ports(added)}, f)
+        _write_reserved(current | ours)
+    _records.setdefault((netns, lo, hi), []).append((path, added))
+    return sorted(leaked)
 
 
 def release_ports(lo: int, hi: int) -> None:
-    """Undo ``reserve_ports(lo, hi)``: ports reserved before it stay reserved."""
-    kept = _held.pop((_netns_key(), lo, hi), set())
-    _write_reserved(reserved_ports() - (set(range(lo, hi + 1)) - kept))
+    """Undo ``reserve_ports(lo, hi)``: ports reserved before it (by no stack still
+    living) stay reserved."""
+    netns = _netns_key()
+    mine = _records.get((netns, lo, hi))
+    if not mine:
+        return
+    path, added = mine.pop()
+    with _locked_records() as recorded:
+        records = _load_records(netns) if recorded else {}
+        if path is not None:
+            if records.pop(path, None) is None:
+                return  # cleaned up as a dead stack's: nothing of ours is left to release
+            os.unlink(path)
+        others: set[int] = set().union(*(_added(rec) for rec in records.values()
+                                         if _alive(rec)))
+        _write_reserved(reserved_ports() - (added - others))

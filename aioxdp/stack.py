@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from array import array
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -162,7 +163,11 @@ class NetStack:
                 self.xsk.set_rx_options(raw_ports=(self.relay.low, self.relay.high),
                                         keep_ports=(self.relay.own_low, self.relay.own_high))
             if not settings.attached:
-                kernel.reserve_ports(*settings.port_range)
+                leaked = kernel.reserve_ports(*settings.port_range)
+                if leaked:
+                    logger.info("released %d reserved ports a dead stack left in this "
+                                "namespace", len(leaked))
+                self._warn_kernel_sockets()
         except BaseException:
             if self.relay is not None:
                 loop.remove_reader(self.relay.fileno())
@@ -174,6 +179,7 @@ class NetStack:
         self._servers: dict[Listener, XdpServer] = {}
         self._transports: dict[Connection, XdpTransport] = {}
         self._opening: dict[Connection, _Opening] = {}
+        self._holds: dict[Listener, list[socket.socket]] = {}  # kernel.hold_port
         # a batch of wire frames, or fewer and a super-frame (_transmit)
         self._txbuf = bytearray(MAX_FRAME * settings.batch + MAX_SUPER_FRAME)
         self._txview = memoryview(self._txbuf)
@@ -510,13 +516,24 @@ class NetStack:
                 return port
         raise OSError(98, "no free port left in the stack's range")
 
-    def listen(self, addr: bytes, port: int, backlog: int, server: XdpServer) -> Listener:
-        listener = self.table.listen(addr, port, backlog=backlog)
+    def listen(self, addr: bytes, port: int, backlog: int, server: XdpServer, *,
+               hold: bool = True) -> Listener:
+        """Serve ``(addr, port)`` (``b""``: every address of the interface). Raises the
+        OSError a kernel server would (EADDRINUSE) when a kernel socket has the port.
+        ``hold=False``: the caller's own kernel socket holds it (an adopted one)."""
+        holds = self._hold(addr, port) if hold else []
+        try:
+            listener = self.table.listen(addr, port, backlog=backlog)
+        except BaseException:
+            for sock in holds:
+                sock.close()
+            raise
         for local in (self.addresses if addr == b"" else [addr]):
             self.program.add_listener(local, port)
         self._servers[listener] = server
         self._update_relay()
         return listener
+        self._holds[listener] = holds
 
     def _update_relay(self) -> None:
         """Listening ports are never another worker's, even inside the port range."""
@@ -525,8 +542,56 @@ class NetStack:
 
     def unlisten(self, listener: Listener) -> None:
         self._servers.pop(listener, None)
+    def _hold(self, addr: bytes, port: int) -> list[socket.socket]:
+        """Kernel sockets bound to what ``listen`` serves (kernel.hold_port): the address,
+        or for a wildcard listener the wildcard of each family the interface has. The
+        workers of one ``aioxdp run`` share theirs as kernel servers share a port
+        (SO_REUSEPORT)."""
+        sizes = {len(addr)} if addr else {len(a) for a in self.addresses}
+        link_local = len(addr) == 16 and addr[0] == 0xFE and addr[1] & 0xC0 == 0x80
+        holds: list[socket.socket] = []
+        try:
+            for size in sorted(sizes):
+                holds.append(kernel.hold_port(
+                    addr, port, family=socket.AF_INET6 if size == 16 else socket.AF_INET,
+                    scope_id=self.iface.index if link_local else 0,
+                    reuse_port=self.settings.workers > 1))
+        except OSError:
+            for sock in holds:
+                sock.close()
+            raise
+        return holds
+
+    def _warn_kernel_sockets(self) -> None:
+        """The port range is the stack's: the XDP program hands it every segment to those
+        ports on the interface's addresses, so a kernel socket there never hears from its
+        peers. The kernel never picks a reserved port itself, but a program may bind one
+        explicitly; those found now are named (one bound later is not seen)."""
+        ours = {socket.inet_ntop(socket.AF_INET6 if len(a) == 16 else socket.AF_INET, a)
+                for a in self.addresses} | {"0.0.0.0", "::"}
+        try:
+            found = kernel.kernel_sockets_in(*self.settings.port_range)
+        except OSError as exc:  # /proc not there to read: nothing to name
+            logger.debug("kernel sockets in the port range not read: %s", exc)
+            return
+        for host, port, state in found:
+            if host in ours:
+                logger.warning(
+                    "kernel socket %s:%d (%s) is in aioxdp's port range %d-%d on %s: the "
+                    "bypass stack receives its segments, so it will never hear from its "
+                    "peers; move it, or choose another range (AIOXDP_PORT_RANGE)",
+                    host, port, state, *self.settings.port_range, self.iface.name)
+
         addr, port = listener.addr, listener.port
+        """Stop listening. Accepted connections stay: their segments keep reaching the
+        stack by their ``flows`` entries (bpf/aioxdp.bpf.c is_ours), as a kernel socket's
+        accepted connections outlive its close(); the port's kernel hold goes, as the
+        listening socket's bind goes with it."""
         self.table.close_listener(listener)
+        for sock in self._holds.pop(listener, ()):
+            sock.close()
+        if self._closed:
+            return  # a server closed after its loop: the program and table are gone
         self._update_relay()
         if self.settings.attached:
             return  # the other workers' listeners share the map entry; it goes with the program
@@ -589,11 +654,23 @@ class NetStack:
         }
 
     def close(self) -> None:
-        """Reset what is still open, detach XDP, release the ports. Idempotent."""
+        """End what is still open, detach XDP, release the ports. Idempotent.
+
+        As Linux at a process's exit: listeners go (handshakes under way reset, as
+        inet_csk_listen_stop does); a connection whose bytes were all acknowledged is
+        closed with a FIN (RST if received data lies unread, Connection.close), so an
+        idle peer reads EOF. One with bytes still unacknowledged is reset: an orphaned
+        kernel socket would go on sending them, but nothing here will, and a FIN behind
+        bytes that never come would leave the peer waiting forever."""
         if self._closed:
             return
         for conn in list(self.table.connections.values()):
-            conn.abort()
+            if conn.send_buffer_size:
+                conn.abort()
+            else:
+                conn.close()
+        for listener in list(self._servers):
+            self.unlisten(listener)
         try:
             self._dispatch_events()
             self._flush()

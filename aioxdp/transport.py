@@ -15,9 +15,11 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import struct
+import sys
 from asyncio import sslproto, transports
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .tcp.connection import Connection
 
@@ -64,7 +66,9 @@ class XdpSocket:
         self._local = local
         self._remote = remote
         self._conn = conn
-        self._options: dict[tuple[int, int], int] = {}
+        self._options: dict[tuple[int, int], int | bytes] = {}
+        # SO_LINGER on with a zero timeout: closing resets (Linux tcp_close -> tcp_disconnect)
+        self.reset_on_close = False
 
     def fileno(self) -> int:
         return -1
@@ -78,12 +82,18 @@ class XdpSocket:
         return sockaddr(*self._remote)
 
     def setsockopt(self, level: int, option: int, value: int | bytes, *_: object) -> None:
-        self._options[(level, option)] = int(value) if not isinstance(value, bytes) else 0
+        self._options[(level, option)] = value if isinstance(value, bytes) else int(value)
         if self._conn is not None and (level, option) == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
             self._conn.nodelay = bool(value)
+        if (level, option) == (socket.SOL_SOCKET, socket.SO_LINGER) and isinstance(value, bytes):
+            onoff, seconds = struct.unpack_from("ii", value)
+            self.reset_on_close = bool(onoff) and seconds == 0
 
-    def getsockopt(self, level: int, option: int, *_: object) -> int:
-        return self._options.get((level, option), 0)
+    def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int | bytes:
+        value = self._options.get((level, option), 0)
+        if buflen is None:
+            return value if isinstance(value, int) else 0
+        return value if isinstance(value, bytes) else bytes(buflen)
 
     def __repr__(self) -> str:
         return f"<aioxdp.XdpSocket family={self.family!r} laddr={self.getsockname()}>"
@@ -107,6 +117,7 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
         sock = XdpSocket(conn.local, conn.remote, conn)
         extra = {"peername": sock.getpeername(), "sockname": sock.getsockname(), "socket": sock}
         super().__init__(extra, loop)
+        self._sock = sock
         self._stack = stack
         self._conn = conn
         self._protocol: asyncio.BaseProtocol = protocol
@@ -209,17 +220,14 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
         if self._closing:
             return
         self._closing = True
-        self._conn.close()
+        self._close_conn()
         self._stack.wakeup()
         self._schedule_connection_lost(None)
 
     def abort(self) -> None:
         if self._lost:
             return
-        self._closing = True
-        self._conn.abort()
-        self._stack.wakeup()
-        self._schedule_connection_lost(None)
+        self._force_close(None)
 
     def is_closing(self) -> bool:
         return self._closing
@@ -277,10 +285,31 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
                 "protocol": self._protocol,
             })
         if not self._lost:
-            self._closing = True
+            self._force_close(exc)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        """What asyncio's socket transports do on abort() and on a fatal error: close the
+        socket at once (``_SelectorTransport._force_close``), connection_lost soon and no
+        callback after it. Closing a Linux socket (tcp_close) sends a FIN after what its
+        send buffer holds -- here, what the core holds -- and a RST instead only when
+        received data lies unread (RFC 2525 §2.17; data held while reading is paused);
+        data arriving later is answered with RST (RFC 1122 §4.2.2.13). The core's
+        ``close()`` makes exactly those choices, and then finishes the FIN exchange on its
+        own, as an orphaned kernel socket does. (Bytes the core holds beyond SEND_BUFFER
+        count as asyncio's own write buffer, which an abort there drops; here they go out
+        before the FIN.)"""
+        self._closing = True
+        self._close_conn()
+        self._stack.wakeup()
+        self._schedule_connection_lost(exc)
+
+    def _close_conn(self) -> None:
+        """The socket's close(): FIN, or RST where Linux sends one (see _force_close;
+        SO_LINGER with a zero timeout always resets, RFC 9293 §3.10.5 ABORT)."""
+        if self._sock.reset_on_close:
             self._conn.abort()
-            self._stack.wakeup()
-            self._schedule_connection_lost(exc)
+        else:
+            self._conn.close()
 
     def __repr__(self) -> str:
         state = "closing" if self._closing else "open"
@@ -289,12 +318,25 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
 
 
 class XdpServer(asyncio.AbstractServer):
-    """``asyncio.Server`` for bypass-stack listeners.
+    """``asyncio.Server`` for bypass-stack listeners, with the running Python's semantics.
 
-    Semantics follow Python 3.12+: ``close()`` stops listening and leaves
-    accepted connections alone; ``wait_closed()`` returns once the server is
-    closed and every connection it accepted has gone.
+    ``close()`` stops listening and leaves accepted connections alone (their segments
+    keep reaching the stack through the XDP program's ``flows`` map). ``wait_closed()``
+    is asyncio's ``Server.wait_closed`` of the running version (Lib/asyncio/base_events.py),
+    whose meaning changed twice (gh-79033):
+
+    - 3.11: returns at once when the server is closed already, whatever is still
+      connected; called before ``close()``, waits for the close and the last connection.
+      So ``async with server: await server.serve_forever()`` ends on Ctrl-C with idle
+      clients connected;
+    - 3.12.0: returns at once also while the server is open with no connection;
+    - 3.12.1 on: waits until the server is closed and every connection it accepted has
+      gone (``close_clients()``/``abort_clients()``, 3.13, end them).
     """
+
+    # the stack holds each served (address, port) with a bound kernel socket (NetStack.listen);
+    # False for a server whose own kernel socket holds them (create_server(sock=...))
+    _holds_ports: ClassVar[bool] = True
 
     def __init__(self, loop: asyncio.AbstractEventLoop, stack: NetStack,
                  protocol_factory: Callable[[], asyncio.BaseProtocol],
@@ -313,7 +355,8 @@ class XdpServer(asyncio.AbstractServer):
         self._transports: set[XdpTransport] = set()
         self._closed = False
         self._serving_forever_fut: asyncio.Future[None] | None = None
-        self._waiters: list[asyncio.Future[None]] = []
+        # None once closed with no connection left, as asyncio's Server._waiters
+        self._waiters: list[asyncio.Future[None]] | None = []
 
     # -- called by the stack / transports --
 
@@ -334,11 +377,13 @@ class XdpServer(asyncio.AbstractServer):
         self._wake_waiters()
 
     def _wake_waiters(self) -> None:
-        if self._closed and not self._transports:
-            for waiter in self._waiters:
+        """asyncio's Server._wakeup, at the moment both conditions hold: closed, and no
+        connection left."""
+        if self._closed and not self._transports and self._waiters is not None:
+            waiters, self._waiters = self._waiters, None
+            for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-            self._waiters.clear()
 
     # -- asyncio.AbstractServer --
 
@@ -356,8 +401,15 @@ class XdpServer(asyncio.AbstractServer):
         if self._closed:
             raise RuntimeError(f"server {self!r} is closed")
         if not self._listeners:
-            self._listeners = [self._stack.listen(addr, port, self._backlog, self)
-                               for addr, port in self._addresses]
+            try:
+                for addr, port in self._addresses:
+                    self._listeners.append(self._stack.listen(addr, port, self._backlog, self,
+                                                              hold=self._holds_ports))
+            except OSError:
+                for listener in self._listeners:  # all addresses or none, as bind() does
+                    self._stack.unlisten(listener)
+                self._listeners = []
+                raise
         # one iteration, as asyncio's start_serving yields once
         await asyncio.sleep(0)
 
@@ -399,11 +451,14 @@ class XdpServer(asyncio.AbstractServer):
             transport.abort()
 
     async def wait_closed(self) -> None:
-        if self._closed and not self._transports:
+        if self._waiters is None:
+            return
+        if sys.version_info < (3, 12) and self._closed:
+            return
+        if (3, 12) <= sys.version_info < (3, 12, 1) and not self._transports:
             return
         waiter = self._loop.create_future()
         self._waiters.append(waiter)
-        self._wake_waiters()
         await waiter
 
     def __repr__(self) -> str:

@@ -6,8 +6,10 @@
  * A TCP segment (IPv4 or IPv6, Ethernet with at most one VLAN tag) is "ours"
  * when its destination (address, port) is in `listeners`, when its destination
  * address is in `local_addrs` and a wildcard listener (all-zero address) holds
- * its port, or when its destination address is in `local_addrs` and its port
- * lies in `port_range` (the local ports of the stack's outgoing connections).
+ * its port, when its destination address is in `local_addrs` and its port
+ * lies in `port_range` (the local ports of the stack's outgoing connections),
+ * or when its destination address is in `local_addrs` and its 4-tuple is in
+ * `flows` (a connection that outlived its listener).
  * Ours goes to the AF_XDP socket of the receive queue through `xsks_map`;
  * everything else (ARP, ICMP, ND, other ports) is XDP_PASSed to the kernel,
  * which keeps owning addresses, neighbours and routes.
@@ -204,7 +206,9 @@ struct cursor {
 };
 
 enum fragment { FRAG_NONE, FRAG_FIRST, FRAG_LATER };
-enum owner { NOT_OURS, OURS_LISTENER, OURS_PORT_RANGE };
+/* OURS_FLOW: a connection the stack holds (in `flows`) on a local port that is
+ * neither listened on nor in the port range: accepted by a listener since closed */
+enum owner { NOT_OURS, OURS_LISTENER, OURS_PORT_RANGE, OURS_FLOW };
 
 /* What the parser learnt about a segment. */
 struct packet {
@@ -353,20 +357,40 @@ static __always_inline int in_port_range(__u16 port_be)
 	return range && range->hi && port >= range->lo && port <= range->hi;
 }
 
-/* dst carries the destination address and port of a TCP segment. */
-static __always_inline enum owner is_ours(struct aioxdp_endpoint *dst)
+/* Is (local, remote) a connection in `flows`? */
+static __always_inline int in_flows(struct aioxdp_endpoint *local, struct aioxdp_endpoint *remote)
+{
+	struct aioxdp_flow f;
+
+	__builtin_memcpy(f.local_addr, local->addr, 16);
+	__builtin_memcpy(f.remote_addr, remote->addr, 16);
+	f.local_port = local->port;
+	f.remote_port = remote->port;
+	return bpf_map_lookup_elem(&flows, &f) != NULL;
+}
+
+/* local: the address and port of ours a TCP segment is sent to (or, quoted in an
+ * ICMP error, was sent from); remote: the other end. A connection outlives its
+ * listener (asyncio's Server.close() leaves accepted connections open, as closing
+ * a listening socket does), so a local port no listener and no port range claims
+ * is still ours for the tuples in `flows`: without that, Linux would answer them
+ * with RST. */
+static __always_inline enum owner is_ours(struct aioxdp_endpoint *local,
+					  struct aioxdp_endpoint *remote)
 {
 	struct aioxdp_endpoint wildcard = {};
 
-	if (bpf_map_lookup_elem(&listeners, dst))
+	if (bpf_map_lookup_elem(&listeners, local))
 		return OURS_LISTENER;
-	if (!is_local(dst))
+	if (!is_local(local))
 		return NOT_OURS;
-	wildcard.port = dst->port;
-	wildcard.family = dst->family;
+	wildcard.port = local->port;
+	wildcard.family = local->family;
 	if (bpf_map_lookup_elem(&listeners, &wildcard))
 		return OURS_LISTENER;
-	return in_port_range(dst->port) ? OURS_PORT_RANGE : NOT_OURS;
+	if (in_port_range(local->port))
+		return OURS_PORT_RANGE;
+	return in_flows(local, remote) ? OURS_FLOW : NOT_OURS;
 }
 
 /* ---- 1. malformed ---------------------------------------------------------- */
@@ -413,7 +437,7 @@ static __always_inline int same_address(const __u8 *a, const __u8 *b)
 static __always_inline int icmp_error_ours(struct xdp_md *ctx, struct cursor *c,
 					   struct packet *pk, int l4)
 {
-	struct aioxdp_endpoint from = {};
+	struct aioxdp_endpoint from = {}, to = {};
 	__u8 *icmp = take(c, 8);
 	__be16 *ports;
 
@@ -432,6 +456,7 @@ static __always_inline int icmp_error_ours(struct xdp_md *ctx, struct cursor *c,
 		if (ip->ihl > 5 && !take(c, (ip->ihl - 5) * 4))
 			return 0;
 		__builtin_memcpy(from.addr, &ip->saddr, 4);
+		__builtin_memcpy(to.addr, &ip->daddr, 4);
 	} else {
 		struct ipv6hdr *ip6;
 
@@ -442,13 +467,15 @@ static __always_inline int icmp_error_ours(struct xdp_md *ctx, struct cursor *c,
 		if (!ip6 || ip6->version != 6 || ip6->nexthdr != IPPROTO_TCP)
 			return 0;
 		__builtin_memcpy(from.addr, &ip6->saddr, 16);
+		__builtin_memcpy(to.addr, &ip6->daddr, 16);
 	}
 	ports = take(c, 8);
 	if (!ports || bad_length(ctx, pk, c->pos) || !same_address(from.addr, pk->dst.addr))
 		return 0;
-	from.family = pk->dst.family;
+	from.family = to.family = pk->dst.family;
 	from.port = ports[0];
-	return is_ours(&from) != NOT_OURS;
+	to.port = ports[1];
+	return is_ours(&from, &to) != NOT_OURS;
 }
 
 /* ---- 2. and 3. sources -------------------------------------------------------- */
@@ -963,6 +990,10 @@ static __always_inline int protect(struct xdp_md *ctx, struct packet *pk, enum o
 				count(AIOXDP_CNT_SYN_PASSED);
 			return -1;
 		}
+		if (owner == OURS_FLOW) { /* a SYN of a connection the stack has */
+			count(AIOXDP_CNT_FLOW_HIT);
+			return -1;
+		}
 		if (owner != OURS_LISTENER) /* no listener to answer for */
 			return verdict(AIOXDP_CNT_SYN_DROPPED, XDP_DROP);
 		/* a SYN of a connection the stack has (a retransmitted SYN
@@ -1051,7 +1082,7 @@ int aioxdp_redirect(struct xdp_md *ctx)
 	pk.tcp = tcp;
 	pk.dst.port = tcp->dest;
 	pk.src.port = tcp->source;
-	owner = is_ours(&pk.dst);
+	owner = is_ours(&pk.dst, &pk.src);
 	if (owner == NOT_OURS)
 		return verdict(pk.fragment ? AIOXDP_CNT_PASS_FRAGMENT : AIOXDP_CNT_PASS_NOT_OURS,
 			       XDP_PASS);

@@ -258,33 +258,6 @@ def test_slow_reader_pauses_writer_and_nothing_is_lost(topology: Topology) -> No
     assert "pause" in events and "resume" in events
 
 
-def test_abort_reaches_peer_as_reset(topology: Topology) -> None:
-    class Aborter(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport
-
-        def data_received(self, data: bytes) -> None:
-            self.transport.abort()  # type: ignore[attr-defined]
-
-    async def main() -> bytes:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(Aborter, topology.server_ip, PORT)
-        async with server:
-            _, out, _ = await peer_python(topology, """
-                import socket, sys
-                s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-                s.sendall(b"x")
-                try:
-                    data = s.recv(10)
-                    print("eof" if data == b"" else "data")
-                except ConnectionResetError:
-                    print("reset")
-            """, topology.server_ip, str(PORT))
-        return out
-
-    assert run_on_stack(topology, main).strip() == b"reset"
-
-
 def test_peer_reset_gives_connection_reset_error(topology: Topology) -> None:
     async def main() -> BaseException | None:
         lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()

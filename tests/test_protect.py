@@ -861,7 +861,10 @@ def test_an_ack_flood_at_an_outgoing_connections_port_is_dropped_while_it_works(
         assert counters["unknown_flow_passed"] == counters["cookie_ack_invalid"] == 0
         assert counters["flow_hit"] >= 20
         assert stack.table.stats["rst-sent:no-connection"] == 0
-        writer.transport.abort()  # RST: no TIME-WAIT keeps the tuple
+        # SO_LINGER 0: close() resets, so no TIME-WAIT keeps the tuple
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                   struct.pack("ii", 1, 0))
+        writer.transport.abort()
         for _ in range(500):
             if not stack.program.flows():
                 break
