@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from aioxdp.loop import _XdpLoopMixin
-from aioxdp.settings import Settings
+from aioxdp.settings import KernelSocket, Settings
 from aioxdp.topology import Topology
 from aioxdp.transport import XdpTransport
 
@@ -371,8 +371,11 @@ def test_kernel_traffic_keeps_working_while_stack_runs(topology: Topology) -> No
         loop = asyncio.get_running_loop()
         assert isinstance(loop, _XdpLoopMixin)
         bypass = await loop.create_server(Echo, topology.server_ip, PORT)
-        # a kernel server on another port of the same interface, in the same namespace
-        kernel_sock = socket.create_server((topology.server_ip, PORT + 1))
+        # a kernel server on another port of the same interface, in the same namespace: a
+        # KernelSocket, which the loop leaves to the kernel (a plain one would be adopted)
+        kernel_sock = KernelSocket(socket.AF_INET, socket.SOCK_STREAM)
+        kernel_sock.bind((topology.server_ip, PORT + 1))
+        kernel_sock.listen()
         kernel = await loop.create_server(Echo, sock=kernel_sock)
         assert not isinstance(kernel, type(bypass))
         async with bypass, kernel:
