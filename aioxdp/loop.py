@@ -445,6 +445,31 @@ class _XdpLoopMixin:
                 "it with loop.sock_connect (with AIOXDP_ADOPT_SOCKETS on), or pass host and "
                 "port instead of sock", peer[0], peer[1], settings.interface)
 
+    # A socket sock_connect connected on the stack is not connected in the kernel, so
+    # the loop's own reads and writes of it would fail with a bare ENOTCONN or EPIPE;
+    # they fail with what happened and what to do instead. (Calls on the socket itself,
+    # sock.send(), cannot be seen.) Sockets that are not such a socket pass through.
+
+    def _refuse_unclaimed(self, sock: Any, call: str) -> None:
+        if sock in self._aioxdp_unclaimed:
+            raise OSError(errno.ENOTCONN, (
+                f"loop.{call}() on a socket that loop.sock_connect connected on "
+                f"{self.xdp_settings.interface}'s bypass stack, where it is no kernel "
+                "socket: hand it to loop.create_connection(sock=...) and use the transport, "
+                "or keep such sockets on the kernel with AIOXDP_ADOPT_SOCKETS=0"))
+
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        self._refuse_unclaimed(sock, "sock_recv")
+        return await super().sock_recv(sock, n)  # type: ignore[misc,no-any-return]
+
+    async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
+        self._refuse_unclaimed(sock, "sock_recv_into")
+        return await super().sock_recv_into(sock, buf)  # type: ignore[misc,no-any-return]
+
+    async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
+        self._refuse_unclaimed(sock, "sock_sendall")
+        return await super().sock_sendall(sock, data)  # type: ignore[misc,no-any-return]
+
     # -- things asyncio's base loop does generically, which uvloop limits to its own transports --
 
     async def start_tls(self, transport: asyncio.BaseTransport, protocol: asyncio.BaseProtocol,

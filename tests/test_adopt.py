@@ -276,3 +276,56 @@ def test_second_process_on_a_shared_socket_names_the_workers(topology: Topology)
     assert status != 0
     assert "aioxdp run MODULE:APP --workers N" in err, err
     assert body == "Hello from a pre-bound socket"
+
+
+# a kernel echo server in the client namespace: a thread per connection, up for a minute
+KERNEL_ECHO = """
+    import os, socket, threading
+    def echo(conn):
+        while data := conn.recv(65536):
+            conn.sendall(data)
+        conn.close()
+    threading.Timer(60, os._exit, (0,)).start()
+    srv = socket.create_server(("0.0.0.0", 9000))
+    while True:
+        threading.Thread(target=echo, args=(srv.accept()[0],), daemon=True).start()
+"""
+
+
+@pytest.mark.parametrize("adopt", [True, False])
+def test_loop_reads_and_writes_of_a_socket_sock_connect_adopted(topology: Topology,
+                                                               adopt: bool) -> None:
+    """A program that reads and writes its socket through the loop (sock_sendall,
+    sock_recv) after sock_connect: told precisely what happened when the stack took
+    the connection, and served by the kernel as before with adopt_sockets off."""
+
+    async def main() -> str:
+        proc = await peer_server(topology, KERNEL_ECHO, 9000)
+        try:
+            loop = asyncio.get_running_loop()
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (topology.client_ip, 9000))
+            try:
+                await loop.sock_sendall(sock, b"ping")
+                answer = (await loop.sock_recv(sock, 4)).decode()
+            except OSError as exc:
+                answer = str(exc)
+            finally:
+                sock.close()
+            # and the stack's own way keeps working beside it
+            reader, writer = await asyncio.open_connection(topology.client_ip, 9000)
+            writer.write(b"pong")
+            assert await reader.readexactly(4) == b"pong"
+            writer.close()
+            return answer
+        finally:
+            proc.kill()
+            await proc.wait()
+
+    answer = run_on_stack(topology, main, adopt_sockets=adopt)
+    if adopt:
+        assert "loop.sock_sendall() on a socket that loop.sock_connect connected on" in answer
+        assert "create_connection(sock=...)" in answer and "AIOXDP_ADOPT_SOCKETS=0" in answer
+    else:
+        assert answer == "ping"
