@@ -416,39 +416,6 @@ def _bound(family: int, sockaddr: tuple[str, int] | tuple[str, int, int, int], *
     return sock
 
 
-_TCP_STATES = {1: "ESTABLISHED", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1",
-               5: "FIN-WAIT-2", 6: "TIME-WAIT", 7: "CLOSE", 8: "CLOSE-WAIT", 9: "LAST-ACK",
-               10: "LISTEN", 11: "CLOSING"}
-
-
-def kernel_sockets_in(lo: int, hi: int) -> list[tuple[str, int, str]]:
-    """(address, port, state) of the namespace's kernel TCP sockets whose local port lies
-    in lo..hi (listening or connected; /proc/net/tcp lists no socket that is only bound).
-
-    The XDP program hands every segment to those ports to the stack, so such a socket
-    would never hear from its peers. Read from /proc/thread-self/net, which shows the
-    calling thread's namespace (as /proc/sys/net does)."""
-    found = []
-    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        try:
-            with open(f"/proc/thread-self/net/{name}") as f:
-                lines = f.read().splitlines()[1:]
-        except FileNotFoundError:  # no IPv6
-            continue
-        for line in lines:
-            fields = line.split()
-            hexaddr, _, hexport = fields[1].partition(":")
-            port = int(hexport, 16)
-            if not lo <= port <= hi:
-                continue
-            # /proc/net/tcp prints the address as native-endian 32-bit words
-            raw = b"".join(struct.pack("=I", int(hexaddr[i:i + 8], 16))
-                           for i in range(0, len(hexaddr), 8))
-            found.append((socket.inet_ntop(family, raw), port,
-                          _TCP_STATES.get(int(fields[3], 16), fields[3])))
-    return found
-
-
 # --- reserved ports --------------------------------------------------------------
 
 # Every reservation is recorded under RUN_DIR (one JSON file: process, namespace,

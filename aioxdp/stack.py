@@ -167,7 +167,6 @@ class NetStack:
                 if leaked:
                     logger.info("released %d reserved ports a dead stack left in this "
                                 "namespace", len(leaked))
-                self._warn_kernel_sockets()
         except BaseException:
             if self.relay is not None:
                 loop.remove_reader(self.relay.fileno())
@@ -177,9 +176,9 @@ class NetStack:
         self._macs = NextHopMacs(MAX_MACS)
         self._resolving: dict[bytes, asyncio.Task[None]] = {}  # address -> its _resolve
         self._servers: dict[Listener, XdpServer] = {}
+        self._holds: dict[Listener, list[socket.socket]] = {}  # kernel.hold_port
         self._transports: dict[Connection, XdpTransport] = {}
         self._opening: dict[Connection, _Opening] = {}
-        self._holds: dict[Listener, list[socket.socket]] = {}  # kernel.hold_port
         # a batch of wire frames, or fewer and a super-frame (_transmit)
         self._txbuf = bytearray(MAX_FRAME * settings.batch + MAX_SUPER_FRAME)
         self._txview = memoryview(self._txbuf)
@@ -531,17 +530,15 @@ class NetStack:
         for local in (self.addresses if addr == b"" else [addr]):
             self.program.add_listener(local, port)
         self._servers[listener] = server
+        self._holds[listener] = holds
         self._update_relay()
         return listener
-        self._holds[listener] = holds
 
     def _update_relay(self) -> None:
         """Listening ports are never another worker's, even inside the port range."""
         if self.relay is not None:
             self.relay.listening = {server_listener.port for server_listener in self._servers}
 
-    def unlisten(self, listener: Listener) -> None:
-        self._servers.pop(listener, None)
     def _hold(self, addr: bytes, port: int) -> list[socket.socket]:
         """Kernel sockets bound to what ``listen`` serves (kernel.hold_port): the address,
         or for a wildcard listener the wildcard of each family the interface has. The
@@ -562,36 +559,18 @@ class NetStack:
             raise
         return holds
 
-    def _warn_kernel_sockets(self) -> None:
-        """The port range is the stack's: the XDP program hands it every segment to those
-        ports on the interface's addresses, so a kernel socket there never hears from its
-        peers. The kernel never picks a reserved port itself, but a program may bind one
-        explicitly; those found now are named (one bound later is not seen)."""
-        ours = {socket.inet_ntop(socket.AF_INET6 if len(a) == 16 else socket.AF_INET, a)
-                for a in self.addresses} | {"0.0.0.0", "::"}
-        try:
-            found = kernel.kernel_sockets_in(*self.settings.port_range)
-        except OSError as exc:  # /proc not there to read: nothing to name
-            logger.debug("kernel sockets in the port range not read: %s", exc)
-            return
-        for host, port, state in found:
-            if host in ours:
-                logger.warning(
-                    "kernel socket %s:%d (%s) is in aioxdp's port range %d-%d on %s: the "
-                    "bypass stack receives its segments, so it will never hear from its "
-                    "peers; move it, or choose another range (AIOXDP_PORT_RANGE)",
-                    host, port, state, *self.settings.port_range, self.iface.name)
-
-        addr, port = listener.addr, listener.port
+    def unlisten(self, listener: Listener) -> None:
         """Stop listening. Accepted connections stay: their segments keep reaching the
         stack by their ``flows`` entries (bpf/aioxdp.bpf.c is_ours), as a kernel socket's
         accepted connections outlive its close(); the port's kernel hold goes, as the
         listening socket's bind goes with it."""
-        self.table.close_listener(listener)
+        self._servers.pop(listener, None)
         for sock in self._holds.pop(listener, ()):
             sock.close()
         if self._closed:
             return  # a server closed after its loop: the program and table are gone
+        addr, port = listener.addr, listener.port
+        self.table.close_listener(listener)
         self._update_relay()
         if self.settings.attached:
             return  # the other workers' listeners share the map entry; it goes with the program
@@ -664,13 +643,13 @@ class NetStack:
         bytes that never come would leave the peer waiting forever."""
         if self._closed:
             return
+        for listener in list(self._servers):
+            self.unlisten(listener)
         for conn in list(self.table.connections.values()):
             if conn.send_buffer_size:
                 conn.abort()
             else:
                 conn.close()
-        for listener in list(self._servers):
-            self.unlisten(listener)
         try:
             self._dispatch_events()
             self._flush()

@@ -51,7 +51,8 @@
  *      icmp_msgs_per_sec/icmp_msgs_burst), and the flood costs the stack at
  *      most the budget. The same holds for the port range, where the
  *      stack's own outgoing connections live (their entries go in before
- *      their SYNs leave; no cookies there).
+ *      their SYNs leave; no cookies there), but for the tuples a kernel
+ *      socket bound there explicitly has: those are passed to Linux.
  * Every bounds check fails closed: a header that does not fit the frame is
  * never read.
  *
@@ -206,8 +207,9 @@ struct cursor {
 };
 
 enum fragment { FRAG_NONE, FRAG_FIRST, FRAG_LATER };
-/* OURS_FLOW: a connection the stack holds (in `flows`) on a local port that is
- * neither listened on nor in the port range: accepted by a listener since closed */
+/* OURS_FLOW: a connection the stack holds (in `flows`) on a local port no listener
+ * holds: one of its own outgoing connections (port range), or one accepted by a
+ * listener since closed */
 enum owner { NOT_OURS, OURS_LISTENER, OURS_PORT_RANGE, OURS_FLOW };
 
 /* What the parser learnt about a segment. */
@@ -369,13 +371,43 @@ static __always_inline int in_flows(struct aioxdp_endpoint *local, struct aioxdp
 	return bpf_map_lookup_elem(&flows, &f) != NULL;
 }
 
+/* Has the kernel a TCP socket for this tuple (listening, connected, TIME-WAIT):
+ * what tcp_v4_rcv/tcp_v6_rcv would find? */
+static __always_inline int kernel_socket(struct xdp_md *ctx, struct aioxdp_endpoint *local,
+					 struct aioxdp_endpoint *remote)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	if (local->family == AIOXDP_FAMILY_IPV4) {
+		__builtin_memcpy(&t.ipv4.saddr, remote->addr, 4);
+		__builtin_memcpy(&t.ipv4.daddr, local->addr, 4);
+		t.ipv4.sport = remote->port;
+		t.ipv4.dport = local->port;
+		sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	} else {
+		__builtin_memcpy(t.ipv6.saddr, remote->addr, 16);
+		__builtin_memcpy(t.ipv6.daddr, local->addr, 16);
+		t.ipv6.sport = remote->port;
+		t.ipv6.dport = local->port;
+		sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+	}
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 /* local: the address and port of ours a TCP segment is sent to (or, quoted in an
  * ICMP error, was sent from); remote: the other end. A connection outlives its
  * listener (asyncio's Server.close() leaves accepted connections open, as closing
  * a listening socket does), so a local port no listener and no port range claims
  * is still ours for the tuples in `flows`: without that, Linux would answer them
- * with RST. */
-static __always_inline enum owner is_ours(struct aioxdp_endpoint *local,
+ * with RST. In the port range (which the kernel never picks itself, reserved), a
+ * tuple of none of the stack's connections that a kernel socket has -- one a
+ * program bound there explicitly -- is the kernel's: otherwise that socket would
+ * never hear from its peers. OURS_FLOW: the tuple is in `flows`. */
+static __always_inline enum owner is_ours(struct xdp_md *ctx, struct aioxdp_endpoint *local,
 					  struct aioxdp_endpoint *remote)
 {
 	struct aioxdp_endpoint wildcard = {};
@@ -388,9 +420,11 @@ static __always_inline enum owner is_ours(struct aioxdp_endpoint *local,
 	wildcard.family = local->family;
 	if (bpf_map_lookup_elem(&listeners, &wildcard))
 		return OURS_LISTENER;
+	if (in_flows(local, remote))
+		return OURS_FLOW;
 	if (in_port_range(local->port))
-		return OURS_PORT_RANGE;
-	return in_flows(local, remote) ? OURS_FLOW : NOT_OURS;
+		return kernel_socket(ctx, local, remote) ? NOT_OURS : OURS_PORT_RANGE;
+	return NOT_OURS;
 }
 
 /* ---- 1. malformed ---------------------------------------------------------- */
@@ -475,7 +509,7 @@ static __always_inline int icmp_error_ours(struct xdp_md *ctx, struct cursor *c,
 	from.family = to.family = pk->dst.family;
 	from.port = ports[0];
 	to.port = ports[1];
-	return is_ours(&from, &to) != NOT_OURS;
+	return is_ours(ctx, &from, &to) != NOT_OURS;
 }
 
 /* ---- 2. and 3. sources -------------------------------------------------------- */
@@ -941,12 +975,13 @@ static __always_inline int unknown_flow_allowed(struct aioxdp_config *cfg, __u64
  * cookie mode, or the table when its SYN backlog was full; the port range has
  * no cookies to check. */
 static __always_inline int screen_flow(struct aioxdp_config *cfg, struct flow_input *in,
-				       struct tcphdr *tcp, __u8 flags, __u64 now, int listener)
+				       struct tcphdr *tcp, __u8 flags, __u64 now, int listener,
+				       int known)
 {
 	/* no budget: nothing below could drop, so nothing is worth a lookup */
 	if (cfg->unknown_flows == AIOXDP_UNKNOWN_PASS)
 		return -1;
-	if (known_flow(in)) {
+	if (known || known_flow(in)) { /* known: is_ours found it in `flows` already */
 		count(AIOXDP_CNT_FLOW_HIT);
 		return -1;
 	}
@@ -1013,7 +1048,8 @@ static __always_inline int protect(struct xdp_md *ctx, struct packet *pk, enum o
 		return verdict(action == XDP_TX ? AIOXDP_CNT_SYN_COOKIE_SENT
 						: AIOXDP_CNT_SYN_DROPPED, action);
 	}
-	return screen_flow(cfg, &si.flow, pk->tcp, flags, now, owner == OURS_LISTENER);
+	return screen_flow(cfg, &si.flow, pk->tcp, flags, now, owner == OURS_LISTENER,
+			   owner == OURS_FLOW);
 }
 
 /* Stages 2 and 3 for an ICMP error about our flows (its source is a router,
@@ -1082,7 +1118,7 @@ int aioxdp_redirect(struct xdp_md *ctx)
 	pk.tcp = tcp;
 	pk.dst.port = tcp->dest;
 	pk.src.port = tcp->source;
-	owner = is_ours(&pk.dst, &pk.src);
+	owner = is_ours(ctx, &pk.dst, &pk.src);
 	if (owner == NOT_OURS)
 		return verdict(pk.fragment ? AIOXDP_CNT_PASS_FRAGMENT : AIOXDP_CNT_PASS_NOT_OURS,
 			       XDP_PASS);

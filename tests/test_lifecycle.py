@@ -5,15 +5,14 @@ the kernel stack and on aioxdp, and a real Linux socket in the client namespace 
 what it saw (EOF, a reset, a complete response): Ctrl-C with an idle client,
 ``transport.abort()``, ``server.close()`` in the middle of a request. Then the ports:
 a served (address, port) is held against kernel sockets in both orders, a killed
-stack's reserved range is released by the next one, and a kernel socket inside the
-stack's port range is named.
+stack's reserved range is released by the next one, and a kernel server bound inside
+the stack's port range gets its own clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import os
 import signal
 import subprocess
@@ -26,7 +25,7 @@ import pytest
 from aioxdp import kernel
 from aioxdp.topology import Topology
 
-from .stackhelpers import peer_python, run_on_stack
+from .stackhelpers import peer_python, peer_server, run_on_stack
 from .test_loop import ECHO_CLIENT, Echo
 
 pytestmark = pytest.mark.netns
@@ -321,21 +320,44 @@ def test_a_killed_stack_s_reserved_ports_are_released_by_the_next(topology: Topo
     assert not os.path.exists(os.path.join(kernel.RUN_DIR, records[0]))
 
 
-def test_a_kernel_socket_inside_the_port_range_is_named(
-        topology: Topology, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_kernel_server_bound_inside_the_port_range_is_the_kernel_s(
+        topology: Topology) -> None:
+    """The kernel never picks a port of the stack's range itself (reserved), but a
+    program may bind one explicitly, before or after the stack starts: the XDP program
+    passes it every tuple of no stack connection that a kernel socket has, so its
+    clients are served, while the stack's own outgoing connections in the range work."""
     t = topology
-    listener = start_program(t, "kernel", "serve", port=62000)  # in 61000-64999
-    try:
-        async def main() -> None:
-            loop = asyncio.get_running_loop()
-            server = await loop.create_server(Echo, t.server_ip, PORT)
-            async with server:
-                await peer_python(t, ECHO_CLIENT, t.server_ip, str(PORT), "1")
+    in_range = 62000  # in 61000-64999
+    seen = []
 
-        with caplog.at_level(logging.WARNING, logger="aioxdp"):
-            run_on_stack(t, main)
-    finally:
-        listener.kill()
-        listener.communicate()
-    named = [r.getMessage() for r in caplog.records if "port range" in r.getMessage()]
-    assert len(named) == 1 and f"{t.server_ip}:62000 (LISTEN)" in named[0], named
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, t.server_ip, PORT)
+        async with server:
+            await peer_python(t, ECHO_CLIENT, t.server_ip, str(PORT), "1")
+            kernel_server = await asyncio.to_thread(start_program, t, "kernel", "abort-read",
+                                                    None, in_range)
+            try:
+                _code, out, _err = await peer_python(t, ABORT_CLIENTS["abort-read"] or "",
+                                                     t.server_ip, str(in_range))
+                seen.append(out.decode().strip())
+            finally:
+                kernel_server.kill()
+                kernel_server.communicate()
+            # the stack's own connections from its range are unaffected
+            proc = await peer_server(t, """
+                import socket
+                srv = socket.create_server(("0.0.0.0", 9000))
+                c, _ = srv.accept()
+                while data := c.recv(65536):
+                    c.sendall(data)
+            """, 9000)
+            reader, writer = await asyncio.open_connection(t.client_ip, 9000)
+            assert 61000 <= writer.get_extra_info("sockname")[1] <= 64999
+            writer.write(b"ping")
+            seen.append((await asyncio.wait_for(reader.readexactly(4), 10)).decode())
+            writer.close()
+            await proc.wait()
+
+    run_on_stack(t, main)
+    assert seen == ["eof", "ping"]  # the kernel server read the byte and closed
