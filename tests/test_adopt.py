@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import ssl
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,9 +26,10 @@ from aiohttp import web
 from aioxdp.loop import _XdpLoopMixin
 from aioxdp.stack import NetStack
 from aioxdp.topology import Topology
-from aioxdp.transport import XdpServer, XdpTransport
+from aioxdp.transport import XdpServer, XdpSocket, XdpTransport
 
 from .stackhelpers import BASE_LOOPS, peer, peer_server, run_on_stack
+from .test_loop import _tls_contexts
 
 pytestmark = pytest.mark.netns
 
@@ -99,6 +102,44 @@ def test_aiohttp_default_client_reaches_kernel_server_through_the_stack(
             await proc.wait()
 
     assert run_on_stack(topology, main, loop=base) == ["hello from the kernel"] * 3
+
+
+def test_aiohttp_https_client_through_the_stack(topology: Topology, tmp_path: Path) -> None:
+    """TLS over a connection sock_connect opened: create_connection(sock=, ssl=,
+    server_hostname=) wraps it in asyncio's SSLProtocol."""
+    _server_ctx, cert = _tls_contexts(tmp_path)
+    key = str(Path(cert).with_name("key.pem"))
+    https = KERNEL_HTTP.replace(
+        '    http.server.ThreadingHTTPServer(("0.0.0.0", 9080), Hello).serve_forever()',
+        """    import ssl, sys
+    srv = http.server.ThreadingHTTPServer(("0.0.0.0", 9080), Hello)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.serve_forever()""")
+    assert https != KERNEL_HTTP
+
+    async def main() -> tuple[str, str]:
+        proc = await peer_server(topology, https, KERNEL_PORT, cert, key)
+        try:
+            context = ssl.create_default_context(cafile=cert)
+            context.check_hostname = False  # the certificate names aioxdp.test
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"https://{topology.client_ip}:{KERNEL_PORT}/", ssl=context) as response:
+                assert response.connection is not None
+                transport = response.connection.transport
+                assert transport is not None
+                raw = transport.get_extra_info("ssl_object")
+                # asyncio's SSL transport over the stack's connection
+                assert isinstance(transport.get_extra_info("socket"), XdpSocket)
+                return await response.text(), raw.version()
+        finally:
+            proc.kill()
+            await proc.wait()
+
+    text, version = run_on_stack(topology, main)
+    assert text == "hello from the kernel"
+    assert version.startswith("TLS")
 
 
 def test_socket_connected_on_the_stack_and_dropped_takes_its_connection(
