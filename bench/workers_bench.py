@@ -157,9 +157,10 @@ class Servers:
             self._alive()
             pids = []
             for queue in range(self.count):
-                path = self.run_dir / f"{self.topo.server_if}-{queue}.sock"
+                # <if>-<queue>@<netns>.sock: the workers run in the server's namespace
+                path = next(self.run_dir.glob(f"{self.topo.server_if}-{queue}@*.sock"), None)
                 with contextlib.suppress(OSError, ValueError):
-                    snap = statsserver.query(path)
+                    snap = statsserver.query(path) if path else {}
                     if snap.get("running"):
                         pids.append(int(snap["pid"]))
             if len(pids) == self.count:
