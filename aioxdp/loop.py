@@ -132,8 +132,9 @@ class _Unclaimed(asyncio.Protocol):
 
 def _abandon(transport: XdpTransport) -> None:
     """A socket connected on the stack went away without ``create_connection(sock=...)``
-    (a happy-eyeballs runner-up): so does its connection."""
-    if isinstance(transport.get_protocol(), _Unclaimed):
+    (a happy-eyeballs runner-up): so does its connection. After the loop closed, the
+    stack has reset it already."""
+    if isinstance(transport.get_protocol(), _Unclaimed) and not transport._loop.is_closed():
         transport.abort()
 
 
