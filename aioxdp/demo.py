@@ -30,6 +30,8 @@ from types import FrameType
 from typing import IO, Any
 
 from . import statsserver
+from .statsview import verdict_totals
+from .topo_cli import describe_topology, record_topology
 from .topology import Topology
 
 APP_PORT = 8080
@@ -308,8 +310,6 @@ class Demo:
         if not snapshots:
             raise DemoError("no stats from the app: " + ("; ".join(problems) or "no socket in "
                                                           f"{statsserver.STATS_DIR}"))
-        from .cli import verdict_totals
-
         redirected, passed, dropped = verdict_totals(snapshots[0].get("xdp") or {})
         notes.append(f"{redirected:,} redirected, {passed:,} passed, {dropped:,} dropped")
         self.results.add("packets redirected to the stack (XDP)", f"{redirected:,}")
@@ -395,8 +395,6 @@ def run_demo(*, keep: bool = False, duration: int = 5, connections: int = 50) ->
         print(demo.results.table(
             f"aioxdp demo: aiohttp on the bypass stack ({demo.topo.server_if}, skb-mode XDP)"))
     if keep and demo.topology_is_up():
-        from .cli import describe_topology, record_topology
-
         record_topology(demo.topo)
         print("\n" + describe_topology(demo.topo))
     return 1 if failed else 0

@@ -36,7 +36,7 @@ from collections.abc import Callable, Coroutine
 from types import ModuleType
 from typing import Any, TypeVar
 
-from . import kernel
+from . import kernel, strays
 from .settings import KernelSocket, Settings
 from .stack import NetStack
 from .statsserver import StatsServer, snapshot
@@ -553,8 +553,15 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
 
 
 def install(settings: Settings | None = None, **options: Any) -> None:
-    """Make aioxdp the loop of every ``asyncio.run``/``new_event_loop`` from now on."""
+    """Make aioxdp the loop of every ``asyncio.run``/``new_event_loop`` from now on.
+
+    A loop made without the policy (uvicorn 0.36+ passes its own factory to
+    ``asyncio.Runner``) stays a plain one on kernel sockets: the first TCP socket
+    such a loop binds to the interface's addresses is then warned about, with the
+    way out (``uvicorn --loop aioxdp:new_event_loop``; strays.py)."""
     asyncio.set_event_loop_policy(EventLoopPolicy(settings, **options))
+    interface = settings.interface if settings is not None else options.get("interface")
+    strays.watch(lambda loop: isinstance(loop, _XdpLoopMixin), interface=interface)
 
 
 def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None,

@@ -6,7 +6,7 @@ The rules live in the program's BPF maps (bpf/aioxdp.bpf.c), so they change
 while the server runs, without touching established connections, and from any
 process on the host:
 
-- in the server process: ``stack.program.protection``;
+- in the server process: ``loop.xdp_stack.protection``;
 - from another process: ``Protection.attach("eth0")`` finds the program
   attached to the interface by id (``XdpProgram.open_attached``). Program and
   map ids are global, so this also works under ``ip netns exec``, which
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from .tcp.cookies import CookieSecrets
     from .tcp.table import ConnectionTable
 
-__all__ = ["Protection", "ProtectionSettings", "Rule"]
+__all__ = ["Protection", "ProtectionSettings", "Rule", "load_program"]
 
 LISTS = ("deny", "allow")
 _MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, RFC 4291 §2.5.5.2
@@ -125,6 +125,20 @@ def _bucket(pps: float, burst: int) -> tuple[int, int]:
         raise ValueError("burst must be >= 1")
     interval = max(1, round(NS / pps))
     return interval, (burst - 1) * interval
+
+
+def load_program(ifindex: int, *, mode: str = "skb", attach: str = "link",
+                 max_flows: int = 0) -> XdpProgram:
+    """``XdpProgram.load`` with the protection a stack starts with
+    (``Protection.set_defaults``). The policy lives here, not in the loader, so that the
+    data path never imports the layer that configures it."""
+    program = XdpProgram.load(ifindex, mode=mode, attach=attach, max_flows=max_flows)
+    try:
+        Protection(program).set_defaults()
+    except BaseException:
+        program.close()
+        raise
+    return program
 
 
 def _check(ret: int, what: str) -> None:
@@ -242,7 +256,7 @@ class Protection:
         self._write(cfg)
 
     def set_defaults(self) -> None:
-        """What ``XdpProgram.load`` applies to a new program, whose config starts all zero
+        """What ``load_program`` applies to a new program, whose config starts all zero
         (no protection): the unknown-flow budget (DEFAULT_UNKNOWN_FLOW_PPS), so that a
         spoofed ACK flood reaches the stack only if someone lets it."""
         self.unknown_flow_rate(DEFAULT_UNKNOWN_FLOW_PPS)

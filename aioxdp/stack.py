@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import kernel
 from ._xsk import XdpProgram, XskSocket
+from .protect import Protection, load_program
+from .relay import PortRelay
 from .settings import Settings
 from .tcp import CORE, CORE_REASON, records, wire
 from .tcp.connection import Connection, State
@@ -43,7 +45,6 @@ from .tcp.events import (
 )
 from .tcp.table import ConnectionTable
 from .transport import XdpServer, XdpTransport
-from .workers import PortRelay
 
 if TYPE_CHECKING:
     from .tcp.segment import Segment
@@ -135,13 +136,14 @@ class NetStack:
         # attached: a workers' parent loaded the program, configured it and reserved the
         # ports (aioxdp.workers); this stack only adds its socket and listeners
         self.program = (XdpProgram.open_attached(self.iface.index) if settings.attached
-                        else XdpProgram.load(self.iface.index, mode=settings.mode,
-                                             max_flows=tcp.max_connections))
+                        else load_program(self.iface.index, mode=settings.mode,
+                                          max_flows=tcp.max_connections))
+        self.protection = Protection(self.program)
         self.relay: PortRelay | None = None
         try:
             # the XDP program may answer SYN floods with this table's cookies (protect.py),
             # and lets segments to listeners through by the table's connections (_sync_flows)
-            self.program.protection.use_table(self.table)
+            self.protection.use_table(self.table)
             self.table.cookies_from_xdp = True
             self.table.track_flows = True
             if not settings.attached:

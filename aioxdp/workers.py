@@ -42,7 +42,7 @@ kernel delivers a frame to an AF_XDP socket only if the socket is bound to the
 queue the frame arrived on (``xsk_rcv_check`` in net/xdp/xsk.c; measured here
 on Linux 6.18 veth: frames redirected to another queue's socket are dropped).
 So the worker whose queue a reply lands on hands the frame to its owner over a
-unix datagram socket (:class:`PortRelay`): one extra copy and syscall, for
+unix datagram socket (``aioxdp.relay.PortRelay``): one extra copy and syscall, for
 outgoing connections only, on (N-1)/N of their packets. On a NIC with
 n-tuple filters the hardware can do it instead: when the range's slices are
 aligned powers of two, one rule per worker sends a slice to its queue
@@ -80,7 +80,6 @@ Setting up a real NIC (one worker per queue, one queue per core):
 
 from __future__ import annotations
 
-import argparse
 import collections
 import ctypes
 import dataclasses
@@ -95,99 +94,14 @@ from collections.abc import Callable
 from typing import Any
 
 from . import kernel
-from .settings import Settings, port_count
+from .serving import ServeOptions, TargetError, load_target, serve
+from .settings import Settings
 
 logger = logging.getLogger("aioxdp.workers")
 
-RELAY_BUFFER = 4 * 1024 * 1024  # bytes a worker's relay socket may queue: ~2000 frames
-MAX_FRAME = 2048
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
-
-def relay_address(interface: str, worker: int) -> bytes:
-    """Worker ``worker``'s relay socket, in the abstract namespace (no file to clean up
-    after a crash; the workers share the parent's network namespace)."""
-    return f"\0aioxdp-relay-{interface}-{worker}".encode()
-
-
-class PortRelay:
-    """Hands frames addressed to another worker's local ports to that worker.
-
-    ``pass_on`` is called for every received segment: a destination port in the
-    stack's port range but outside this worker's slice, and not a listening port,
-    belongs to another worker's outgoing connection.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        assert settings.interface is not None
-        self.interface = settings.interface
-        self.index = settings.queue
-        self.low, self.high = settings.port_range
-        self.own_low, self.own_high = settings.own_ports()
-        self.span = port_count(settings.port_range) // settings.workers
-        self.workers = settings.workers
-        self.listening: set[int] = set()
-        self.forwarded = 0
-        self.received = 0
-        self.failed = 0
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_BUFFER)
-            self._sock.bind(relay_address(self.interface, self.index))
-        except BaseException:
-            self._sock.close()
-            raise
-
-    def pass_on(self, port: int, frame: memoryview | bytes) -> bool:
-        """Forward ``frame`` if ``port`` is another worker's; False: it is ours to
-        process (also when the owner is down: our table then answers with RST)."""
-        if not self.low <= port <= self.high or self.own_low <= port <= self.own_high \
-                or port in self.listening:
-            return False
-        owner = (port - self.low) // self.span
-        if owner >= self.workers:
-            return False  # the unused tail of the range: nobody's
-        try:
-            self._sock.sendto(frame, relay_address(self.interface, owner))
-        except OSError:  # not running (ECONNREFUSED), or its queue is full (EAGAIN)
-            self.failed += 1
-            return False
-        self.forwarded += 1
-        return True
-
-    def receive(self, max_frames: int) -> list[bytes]:
-        """Up to ``max_frames`` frames other workers passed on."""
-        frames = []
-        for _ in range(max_frames):
-            try:
-                frames.append(self._sock.recv(MAX_FRAME))
-            except BlockingIOError:
-                break
-        self.received += len(frames)
-        return frames
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def stats(self) -> dict[str, int]:
-        return {"forwarded": self.forwarded, "received": self.received, "failed": self.failed}
-
-    def close(self) -> None:
-        self._sock.close()
-
-
 # -- the parent -------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ServeOptions:
-    """What ``aioxdp run`` passes on to the app besides Settings (cli.py's run options)."""
-
-    host: str | None = None
-    port: int | None = None
-    access_log: bool = False
-    shutdown_timeout: float = 5.0
-    log_level: str = "info"
 
 
 def run_workers(target: str | Callable[..., Any], settings: Settings, workers: int, *,
@@ -206,13 +120,13 @@ def run_workers(target: str | Callable[..., Any], settings: Settings, workers: i
     if workers < 1 or workers > iface.queues:
         raise ValueError(f"{workers} workers on {iface.name}, which has {iface.queues} RX "
                          f"queue(s): one worker per queue (ethtool -L {iface.name} combined N)")
-    from ._xsk import XdpProgram  # the native parts load here, as in cli.serve
+    from .protect import load_program  # the native parts load here, as in serving.serve
 
     # replace() validates: enough ports for a slice each
     base = dataclasses.replace(settings, queue=0, workers=workers, attached=True,
                                secret=settings.secret or os.urandom(32))
-    program = XdpProgram.load(iface.index, mode=settings.mode,
-                              max_flows=settings.tcp.max_connections * workers)
+    program = load_program(iface.index, mode=settings.mode,
+                           max_flows=settings.tcp.max_connections * workers)
     try:
         for addr, _plen, _family in iface.addresses:
             program.add_local_address(addr)
@@ -332,57 +246,6 @@ class _Supervisor:
                 proc.join()
 
 
-# -- aioxdp stats ------------------------------------------------------------------------------
-
-WORKER_COLUMNS = (  # (heading, path into a stats snapshot)
-    ("established", ("connections", "ESTABLISHED")),
-    ("rx frames", ("xsk", "rx")),
-    ("tx frames", ("xsk", "tx")),
-    ("relayed out", ("relay", "forwarded")),
-    ("relayed in", ("relay", "received")),
-)
-
-
-def worker_table(snapshots: list[dict[str, Any]]) -> str:
-    """Per-worker rows and their sum, one table per interface served by several
-    stacks: the per-queue counters (connections, socket, relay) add up. The XDP
-    verdict counters do not: every worker reads the same program-wide map, so
-    they are shown once per interface, not summed."""
-    by_interface: dict[str, list[dict[str, Any]]] = {}
-    for snap in snapshots:
-        by_interface.setdefault(str(snap.get("interface")), []).append(snap)
-    blocks = []
-    for interface, snaps in sorted(by_interface.items()):
-        if len(snaps) < 2:
-            continue
-        snaps.sort(key=lambda snap: snap.get("queue", 0))
-        head = ["queue", "pid", *(name for name, _path in WORKER_COLUMNS)]
-        rows = [[str(snap.get("queue", "?")), str(snap.get("pid", "?")),
-                 *(f"{_lookup(snap, path):,}" for _name, path in WORKER_COLUMNS)]
-                for snap in snaps]
-        rows.append(["sum", "", *(f"{sum(_lookup(snap, path) for snap in snaps):,}"
-                                  for _name, path in WORKER_COLUMNS)])
-        widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
-        lines = [f"{interface}: {len(snaps)} workers"]
-        lines += ["  " + "  ".join(cell.rjust(width) for cell, width in zip(row, widths,
-                                                                            strict=True))
-                  for row in [head, *rows]]
-        xdp = next((snap["xdp"] for snap in snaps if isinstance(snap.get("xdp"), dict)), None)
-        if xdp is not None:
-            lines.append(f"  XDP program (shared, not summed): {xdp.get('redirected', 0):,} "
-                         f"redirected, {xdp.get('redirect_no_socket', 0):,} with no socket "
-                         "on their queue (passed to Linux)")
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
-
-
-def _lookup(snap: dict[str, Any], path: tuple[str, ...]) -> int:
-    value: Any = snap
-    for key in path:
-        value = value.get(key, 0) if isinstance(value, dict) else 0
-    return value if isinstance(value, int) else 0
-
-
 # -- a worker ---------------------------------------------------------------------------------
 
 
@@ -399,11 +262,10 @@ def _worker_main(target: str | Callable[..., Any], settings: Settings, options: 
     os.setpgrp()
     logging.basicConfig(level=options.log_level.upper(),
                         format=f"%(asctime)s %(levelname)s worker {settings.queue}: %(message)s")
-    from . import cli
-    from .loop import run
-
-    app = cli.load_target(target) if isinstance(target, str) else target
-    args = argparse.Namespace(host=options.host, port=options.port, metrics=None,
-                              access_log=options.access_log,
-                              shutdown_timeout=options.shutdown_timeout)
-    raise SystemExit(run(cli.serve_async(app, args, settings), settings=settings))
+    try:
+        app = load_target(target) if isinstance(target, str) else target
+        status = serve(app, settings, options)
+    except TargetError as exc:
+        logger.error("%s", exc)
+        status = 2
+    raise SystemExit(status)

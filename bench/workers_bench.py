@@ -85,7 +85,8 @@ def hello_app() -> Any:
 AIOXDP_PARENT = """
 import sys
 from aioxdp.settings import Settings
-from aioxdp.workers import ServeOptions, run_workers
+from aioxdp.serving import ServeOptions
+from aioxdp.workers import run_workers
 
 settings = Settings(interface=sys.argv[1], mode="native", loop="uvloop")
 sys.exit(run_workers("workers_bench:hello_app", settings, int(sys.argv[2]),

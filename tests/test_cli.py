@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from aioxdp import cli, statsserver
+from aioxdp import cli, statsserver, statsview, topo_cli
 from aioxdp.demo import AppProcess, aioxdp_run, xdp_attached
 from aioxdp.settings import Settings
 from aioxdp.topology import Topology
@@ -105,11 +105,11 @@ SNAPSHOT = {
 
 
 def test_verdict_totals_group_the_xdp_counters() -> None:
-    assert cli.verdict_totals(SNAPSHOT["xdp"]) == (1000, 13, 4)  # type: ignore[arg-type]
+    assert statsview.verdict_totals(SNAPSHOT["xdp"]) == (1000, 13, 4)  # type: ignore[arg-type]
 
 
 def test_format_snapshot_shows_every_section() -> None:
-    text = cli.format_snapshot(SNAPSHOT)
+    text = statsview.format_snapshot(SNAPSHOT)
     assert text.startswith("eth9 queue 1 — pid 42, up 1m15s, native XDP, busy poll")
     assert "1,000 redirected to the stack, 13 passed to Linux, 4 dropped" in text
     for line in ("XDP verdicts", "AF_XDP socket", "  fill ring  2,048", "TCP", "    ESTABLISHED",
@@ -120,7 +120,7 @@ def test_format_snapshot_shows_every_section() -> None:
 @pytest.mark.parametrize("snap", [{}, {"xdp": {}}, {"interface": "x", "tcp": "n/a"},
                                   {"running": False, "error": "boom"}])
 def test_format_snapshot_survives_missing_and_odd_keys(snap: dict[str, object]) -> None:
-    assert cli.format_snapshot(snap)
+    assert statsview.format_snapshot(snap)
 
 
 def test_prometheus_text_has_every_number_once() -> None:
@@ -214,7 +214,7 @@ def test_topo_up_then_down_leaves_nothing() -> None:
         assert {f"{prefix}-srv", f"{prefix}-cli"} <= netns_names()
         assert f"ip netns exec {prefix}-srv" in up.stdout
         assert f"aioxdp topo down --prefix {prefix}" in up.stdout
-        record = json.loads(cli.topo_record(prefix).read_text())
+        record = json.loads(topo_cli.topo_record(prefix).read_text())
         assert record["server_if"] == f"{prefix}s" and record["queues"] == 2
         ethtool = subprocess.run(["ip", "netns", "exec", f"{prefix}-srv", "ethtool", "-l",
                                   f"{prefix}s"], capture_output=True, text=True).stdout
@@ -227,7 +227,7 @@ def test_topo_up_then_down_leaves_nothing() -> None:
     assert down.returncode == 0
     assert f"removed topology {prefix!r}" in down.stdout
     assert not {f"{prefix}-srv", f"{prefix}-cli"} & netns_names()
-    assert not cli.topo_record(prefix).exists()
+    assert not topo_cli.topo_record(prefix).exists()
     assert "no topology to remove" in aioxdp("topo", "down", "--prefix", prefix).stdout
 
 
@@ -313,7 +313,7 @@ def test_stats_and_metrics_while_running(topology: Topology, hello: AppProcess) 
     assert snap["pid"] == hello.proc.pid
     assert (snap["interface"], snap["queue"], snap["running"]) == (topology.server_if, 0, True)
     assert topology.server_ip in snap["addresses"]
-    redirected, passed, _dropped = cli.verdict_totals(snap["xdp"])
+    redirected, passed, _dropped = statsview.verdict_totals(snap["xdp"])
     assert redirected >= 3 * 4  # each curl: SYN, request, ACKs, FIN...
     assert passed >= 2  # the echo requests
     table = aioxdp("stats", "--interface", topology.server_if)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from aioxdp import cli, statsserver
+from aioxdp import statsserver, statsview
 from aioxdp.demo import AppProcess, aioxdp_run
 from aioxdp.settings import Settings
 from aioxdp.topology import Topology
@@ -75,7 +75,7 @@ def redirected(topo: Topology) -> int:
     """The running app's XDP redirect counter, read through its stats socket."""
     snap = statsserver.query(statsserver.socket_path(topo.server_if, 0))
     assert snap["running"], snap
-    return cli.verdict_totals(snap["xdp"])[0]
+    return statsview.verdict_totals(snap["xdp"])[0]
 
 
 def example(name: str, topo: Topology, *options: str) -> list[str]:

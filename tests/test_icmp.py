@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from aioxdp._xsk import XskSocket, fill_checksums, verify_checksums
+from aioxdp.protect import Protection
 from aioxdp.stack import NetStack
 from aioxdp.tcp import wire
 from aioxdp.tcp.segment import ACK, Segment
@@ -126,7 +127,7 @@ def test_icmp_errors_pass_the_source_stages(stack: Stack) -> None:
     t, prog = stack.topo, stack.prog
     prog.add_local_address(SERVER4)
     prog.add_listener(SERVER4, PORT)
-    prog.protection.deny("198.18.0.254/32")  # test_wire's router
+    Protection(prog).deny("198.18.0.254/32")  # test_wire's router
     inject(t, [stack.server_mac + stack.client_mac + icmp_error_frame(False, 3, 4, 1280)[12:]])
     t.exec(t.client_ns, "ping", "-c1", "-W2", t.server_ip)
     assert drain(stack.xsk, 0.3) == []

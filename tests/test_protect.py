@@ -157,7 +157,7 @@ def test_malformed_segments_are_dropped_and_counted(stack: Stack) -> None:
 
 def test_deny_list_drops_prefixes_and_counts_hits(stack: Stack) -> None:
     t = stack.topo
-    protection = stack.prog.protection
+    protection = Protection(stack.prog)
     protection.deny("198.18.5.0/24")
     protection.deny("2001:2::5:0/112")
     assert sorted(protection.rules(), key=lambda r: r.prefix) == [
@@ -180,7 +180,7 @@ def test_deny_list_drops_prefixes_and_counts_hits(stack: Stack) -> None:
 
 def test_allow_only_mode_lets_only_allowed_prefixes_through(stack: Stack) -> None:
     t = stack.topo
-    protection = stack.prog.protection
+    protection = Protection(stack.prog)
     protection.allow("198.18.0.0/24")
     protection.allow("198.18.9.9")
     protection.deny("198.18.0.66")  # a deny rule wins over an allow rule
@@ -206,7 +206,7 @@ def test_allow_only_mode_lets_only_allowed_prefixes_through(stack: Stack) -> Non
 
 def test_rate_limit_drops_a_source_above_its_bucket(stack: Stack) -> None:
     t = stack.topo
-    protection = stack.prog.protection
+    protection = Protection(stack.prog)
     # one packet per 10 s after a burst of 5: the 20 frames below arrive well within 10 s
     protection.rate_limit(0.1, burst=5)
     assert (protection.settings().rate_pps, protection.settings().rate_burst) == (0.1, 5)
@@ -239,8 +239,8 @@ def test_spoofed_syns_are_answered_with_cookies_the_table_accepts(
                 ifindex = socket.if_nametoindex(t.client_if)
                 stack.enter_context(XdpProgram.load(ifindex, mode="native"))
         listen_on(s.prog, t)
-        s.prog.protection.use_table(table)
-        s.prog.protection.syn_cookies(0)  # always
+        Protection(s.prog).use_table(table)
+        Protection(s.prog).syn_cookies(0)  # always
         syns = []
         for i in range(60):
             src = f"198.18.{1 + i // 20}.{1 + i % 20}"
@@ -291,7 +291,7 @@ def test_xdp_checks_cookie_acks_under_the_current_and_previous_keys(stack: Stack
     unknown flows, within the budget here (the default's burst)."""
     t = stack.topo
     table = cookie_table()
-    protection = stack.prog.protection
+    protection = Protection(stack.prog)
     protection.use_table(table)
     protection.syn_cookies(0)
 
@@ -344,8 +344,8 @@ def test_xdp_reads_syn_options_as_the_userspace_parser_does(stack: Stack) -> Non
     index, window scale, SACK, timestamps) is what wire.py parses from the SYN."""
     t = stack.topo
     table = cookie_table()
-    stack.prog.protection.use_table(table)
-    stack.prog.protection.syn_cookies(0)
+    Protection(stack.prog).use_table(table)
+    Protection(stack.prog).syn_cookies(0)
     rng = random.Random(5)
     frames, syns = [], {}
     for i in range(150):
@@ -379,8 +379,8 @@ def test_xdp_reads_syn_options_as_the_userspace_parser_does(stack: Stack) -> Non
 def test_a_vlan_tagged_syn_gets_its_cookie_on_the_same_vlan(stack: Stack) -> None:
     t = stack.topo
     table = cookie_table()
-    stack.prog.protection.use_table(table)
-    stack.prog.protection.syn_cookies(0)
+    Protection(stack.prog).use_table(table)
+    Protection(stack.prog).syn_cookies(0)
     syn = segment("198.18.1.1", t.server_ip, mss=1460, ts=(5, 0), wscale=7, sack_permitted=True)
     untagged = frame(stack, syn)
     tagged = untagged[:12] + struct.pack("!HH", 0x8100, 5) + untagged[12:]
@@ -406,7 +406,7 @@ def test_a_vlan_tagged_syn_gets_its_cookie_on_the_same_vlan(stack: Stack) -> Non
 
 def test_syn_cookies_switch_on_above_the_threshold(stack: Stack) -> None:
     t = stack.topo
-    protection = stack.prog.protection
+    protection = Protection(stack.prog)
     protection.use_table(cookie_table())
     protection.syn_cookies(1000)  # 100 SYNs per 100 ms window
     assert protection.settings().syn_cookie_threshold_pps == 1000
@@ -438,7 +438,7 @@ def test_segments_of_no_known_flow_are_dropped_beyond_the_budget(stack: Stack) -
     """Stage 5 in isolation, the `flows` map written by hand: segments of a connection in
     the map always pass; other non-SYN segments to a listener pass within the budget."""
     t, prog = stack.topo, stack.prog
-    protection = prog.protection
+    protection = Protection(prog)
     # what every loaded program starts with
     assert (protection.settings().unknown_flow_pps,
             protection.settings().unknown_flow_burst) == (1000.0, 50)
@@ -509,7 +509,7 @@ def test_rules_from_another_process_through_the_cli(stack: Stack) -> None:
             listing["settings"]["unknown_flow_burst"]) == (200, 7)
     assert "unknown flows: 200/s per CPU, burst 7" in cli("list")
     # the in-process view is the same program
-    assert stack.prog.protection.settings().syn_cookie_threshold_pps == 5000
+    assert Protection(stack.prog).settings().syn_cookie_threshold_pps == 5000
     got = arrived(stack, [frame(stack, segment("198.18.7.1", t.server_ip, sport=40001))],
                   segment(t.client_ip, t.server_ip, sport=40002))
     assert [seg.sport for seg in got] == [40002]
@@ -518,13 +518,13 @@ def test_rules_from_another_process_through_the_cli(stack: Stack) -> None:
     cli("syn-cookies", "off")
     cli("rate-limit", "0")
     cli("unknown-rate", "off")
-    settings = stack.prog.protection.settings()
+    settings = Protection(stack.prog).settings()
     assert (settings.rate_pps, settings.syn_cookie_threshold_pps) == (0, None)
     assert settings.unknown_flow_pps is None
     cli("unknown-rate", "0")
-    assert stack.prog.protection.settings().unknown_flow_pps == 0
+    assert Protection(stack.prog).settings().unknown_flow_pps == 0
     assert "unknown flows: all dropped" in cli("list")
-    assert [r.prefix for r in stack.prog.protection.rules()] == ["2001:2::7:0/112"]
+    assert [r.prefix for r in Protection(stack.prog).rules()] == ["2001:2::7:0/112"]
 
 
 def test_attach_finds_the_program_behind_libxdps_dispatcher(topology: Topology) -> None:
@@ -535,9 +535,9 @@ def test_attach_finds_the_program_behind_libxdps_dispatcher(topology: Topology) 
             with Protection.attach(t.server_if) as found:
                 assert (found.program.attach, found.program.mode) == ("found", "skb")
                 found.deny("198.18.44.0/24")
-                assert prog.protection.rules() == [Rule("deny", "198.18.44.0/24", 0)]
+                assert Protection(prog).rules() == [Rule("deny", "198.18.44.0/24", 0)]
             # closing what attach found leaves the program and its rules in place
-            assert prog.protection.rules() == [Rule("deny", "198.18.44.0/24", 0)]
+            assert Protection(prog).rules() == [Rule("deny", "198.18.44.0/24", 0)]
         with pytest.raises(FileNotFoundError):
             Protection.attach(t.server_if)
 
@@ -621,7 +621,7 @@ def test_real_clients_complete_handshakes_made_by_xdp_cookies(topology: Topology
         loop = asyncio.get_running_loop()
         server = await loop.create_server(Http, t.server_ip, PORT)
         stack = loop.xdp_stack  # type: ignore[attr-defined]
-        stack.program.protection.syn_cookies(0)  # every SYN answered by XDP
+        stack.protection.syn_cookies(0)  # every SYN answered by XDP
         _code, out, _err = await peer(t, "curl", "-sS", "--max-time", "10",
                                       f"http://{t.server_ip}:{PORT}/")
         assert out == b"hello"
@@ -649,7 +649,7 @@ def test_spoofed_syn_flood_never_reaches_userspace(topology: Topology) -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(Http, t.server_ip, PORT)
         stack = loop.xdp_stack  # type: ignore[attr-defined]
-        stack.program.protection.syn_cookies(0)
+        stack.protection.syn_cookies(0)
         rx = stack.xsk.stats()["rx"]
         flood = [wire.build_frame(segment(f"198.18.{1 + i // 200}.{1 + i % 200}", t.server_ip,
                                           sport=20000 + i, mss=1460, ts=(i, 0), wscale=7,
@@ -689,7 +689,7 @@ def test_rules_change_at_run_time_and_real_peers_see_them(topology: Topology) ->
         loop = asyncio.get_running_loop()
         echo = await loop.create_server(Echo, t.server_ip, PORT + 1)
         http = await loop.create_server(Http, t.server_ip, PORT)
-        protection = loop.xdp_stack.program.protection  # type: ignore[attr-defined]
+        protection = loop.xdp_stack.protection  # type: ignore[attr-defined]
         proc = await asyncio.create_subprocess_exec(
             "ip", "netns", "exec", t.client_ns, sys.executable, "-c", textwrap.dedent(echo_client),
             t.server_ip, str(PORT + 1), stdin=asyncio.subprocess.PIPE,
@@ -805,7 +805,7 @@ def test_a_spoofed_ack_flood_is_dropped_in_xdp_while_a_real_connection_works(
         loop = asyncio.get_running_loop()
         server = await loop.create_server(Echo, t.server_ip, PORT)
         stack = loop.xdp_stack  # type: ignore[attr-defined]
-        stack.program.protection.unknown_flow_rate(rate, burst=burst)
+        stack.protection.unknown_flow_rate(rate, burst=burst)
         async with Flood(t, "ack", rate=20000, count=40000, duration=10, port=PORT) as flood:
             await echo_rounds(t, t.server_ip, 20)  # ~1 s of round trips
             result = await flood.finished()
@@ -840,7 +840,7 @@ def test_an_ack_flood_at_an_outgoing_connections_port_is_dropped_while_it_works(
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stack = loop._stack()  # type: ignore[attr-defined]  # made now, not at the connect
-        stack.program.protection.unknown_flow_rate(0)
+        stack.protection.unknown_flow_rate(0)
         proc = await peer_server(t, kernel_echo, 9000)
         reader, writer = await asyncio.open_connection(t.client_ip, 9000)
         lport = writer.get_extra_info("sockname")[1]
@@ -887,7 +887,7 @@ def test_real_connections_need_no_unknown_flow_budget(topology: Topology, cookie
         loop = asyncio.get_running_loop()
         server = await loop.create_server(Echo, t.server_ip, PORT)
         stack = loop.xdp_stack  # type: ignore[attr-defined]
-        protection = stack.program.protection
+        protection = stack.protection
         protection.unknown_flow_rate(0)
         if cookies:
             protection.syn_cookies(0)

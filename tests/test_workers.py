@@ -26,8 +26,8 @@ import pytest
 
 from aioxdp import statsserver
 from aioxdp.settings import port_share
+from aioxdp.statsview import worker_table
 from aioxdp.topology import Topology
-from aioxdp.workers import worker_table
 
 pytestmark = pytest.mark.netns
 
@@ -70,7 +70,8 @@ PARENT = '''
 import logging
 import sys
 from aioxdp.settings import Settings
-from aioxdp.workers import ServeOptions, run_workers
+from aioxdp.serving import ServeOptions
+from aioxdp.workers import run_workers
 
 logging.basicConfig(level=logging.INFO)
 settings = Settings(interface=sys.argv[1], mode="native", loop="asyncio",
@@ -90,8 +91,12 @@ class Workers:
 
     def stats(self, queue: int) -> dict[str, object] | None:
         """Worker ``queue``'s stats snapshot, None while nothing answers."""
+        # <if>-<queue>.sock, or with the namespace's id: <if>-<queue>@<netns>.sock
+        path = next(self.run_dir.glob(f"{self.topo.server_if}-{queue}[.@]*sock"), None)
+        if path is None:
+            return None
         try:
-            snapshot = statsserver.query(self.run_dir / f"{self.topo.server_if}-{queue}.sock")
+            snapshot = statsserver.query(path)
         except OSError:
             return None
         return snapshot if snapshot.get("running") else None

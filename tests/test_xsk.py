@@ -28,6 +28,7 @@ from aioxdp._xsk import (
     packed_address,
     verify_checksums,
 )
+from aioxdp.protect import load_program
 from aioxdp.topology import Topology
 
 MODES = ["skb", "native"]
@@ -128,13 +129,13 @@ class Stack(NamedTuple):
 
 @contextlib.contextmanager
 def open_stack(topo: Topology, mode: str, **xsk_options: object) -> Iterator[Stack]:
-    """Program and socket on the server veth; the calling thread stays in
-    the server namespace for the block."""
+    """Program (with the protection a stack starts with) and socket on the server veth;
+    the calling thread stays in the server namespace for the block."""
     server_mac = mac_of(topo, topo.server_ns, topo.server_if)
     client_mac = mac_of(topo, topo.client_ns, topo.client_if)
     with topo.server():
         ifindex = socket.if_nametoindex(topo.server_if)
-        with XdpProgram.load(ifindex, mode=mode) as prog, \
+        with load_program(ifindex, mode=mode) as prog, \
                 XskSocket(topo.server_if, 0, prog, mode=mode, **xsk_options) as xsk:  # type: ignore[arg-type]
             yield Stack(topo, prog, xsk, server_mac, client_mac)
 

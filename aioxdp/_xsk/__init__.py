@@ -33,12 +33,9 @@ from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from ._xsk import ffi, lib
-
-if TYPE_CHECKING:
-    from ..protect import Protection
 
 __all__ = [
     "COUNTER_NAMES",
@@ -275,7 +272,11 @@ class XdpProgram:
         ``max_flows`` sizes the ``flows`` map (the connections of every
         stack sharing the program; 0: the object's AIOXDP_MAX_FLOWS): a map no
         bigger than needed keeps the lookup each SYN pays in cookie mode in
-        cache."""
+        cache.
+
+        The program's config starts all zero, without protection: the policy
+        a stack starts with is the protection layer's to write
+        (``aioxdp.protect.load_program``), so this module never imports it."""
         if mode not in ("skb", "native"):
             raise ValueError(f"mode must be 'skb' or 'native', not {mode!r}")
         if attach not in ("link", "dispatcher"):
@@ -293,13 +294,7 @@ class XdpProgram:
         busy = ret in (-errno.EBUSY, -errno.EEXIST)
         hint = " (another XDP program is attached there)" if busy else ""
         _check(ret, f"attaching {obj.name} to ifindex {ifindex} ({mode}, {attach}){hint}")
-        program = cls(prog, ifindex, mode, attach)
-        try:
-            program.protection.set_defaults()
-        except BaseException:
-            program.close()
-            raise
-        return program
+        return cls(prog, ifindex, mode, attach)
 
     @classmethod
     def open_attached(cls, ifindex: int) -> XdpProgram:
@@ -324,13 +319,6 @@ class XdpProgram:
     def map_fd(self, name: str) -> int:
         """The fd of one of the program's maps, by its name in aioxdp.bpf.c."""
         return int(getattr(self._maps(), f"{name}_fd"))
-
-    @property
-    def protection(self) -> Protection:
-        """Rules and counters of the protection stage (aioxdp.protect)."""
-        from ..protect import Protection
-
-        return Protection(self)
 
     def _maps(self) -> object:
         if self._closed:

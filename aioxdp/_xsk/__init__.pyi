@@ -8,8 +8,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
-from ..protect import Protection
-
 __all__ = [
     "COUNTER_NAMES",
     "FrameRecords",
@@ -64,8 +62,6 @@ class XdpProgram:
     @classmethod
     def open_attached(cls, ifindex: int) -> XdpProgram: ...
     def map_fd(self, name: str) -> int: ...
-    @property
-    def protection(self) -> Protection: ...
     @property
     def xsks_map_fd(self) -> int: ...
     def add_listener(self, addr: bytes, port: int) -> None: ...
