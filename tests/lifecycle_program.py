@@ -7,7 +7,8 @@ compare what a real Linux peer sees of each: EOF or a reset, a complete response
 how Ctrl-C ends it. It prints "ready" once it listens. Scenarios:
 
 - ``serve``: ``async with server: await server.serve_forever()`` with a handler that
-  waits for the client to speak (an idle client keeps it waiting): ended by SIGINT;
+  says hello, then waits for the client to speak (an idle client keeps it waiting):
+  ended by SIGINT;
 - ``abort-read``: ``transport.abort()`` in data_received, the data read;
 - ``abort-unread``: the first connection answers "paused" to its first bytes and pauses
   reading; its next bytes stay unread until a second connection's bytes abort it;
@@ -28,6 +29,7 @@ RESPONSE_BYTES = 1 << 20
 
 async def serve(host: str, port: int) -> None:
     async def idle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello\n")  # accepted: the client may go idle now
         await reader.read()
 
     server = await asyncio.start_server(idle, host, port)

@@ -75,6 +75,9 @@ def finish(proc: subprocess.Popen[str], what: str) -> tuple[int, str, str]:
 IDLE_CLIENT = """
     import socket, sys
     s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=25)
+    # once greeted, the server accepted: a connection still in a kernel listener's
+    # accept queue would be reset when the listener closes
+    assert s.recv(6) == b"hello\\n"
     print("connected", flush=True)
     try:
         print("eof" if s.recv(10) == b"" else "data")
