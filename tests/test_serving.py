@@ -316,6 +316,26 @@ def test_install_warns_when_uvicorns_own_loop_takes_the_interface(
         assert "KERNEL stack" not in log, log
 
 
+def signal_during_a_request(topo: Topology, app: AppProcess, marks: Path,
+                            sig: signal.Signals) -> tuple[int, str, int]:
+    """Once ``app`` answers /slow, start a second /slow and send ``sig`` while it is in
+    progress: (curl's status, the body it got, the app's exit status)."""
+    url = f"http://{topo.server_ip}:{PORT}/slow"
+    assert curl_until_answered(topo, app, url) == "slow done"  # up, and warm
+    request = subprocess.Popen(
+        ["ip", "netns", "exec", topo.client_ns, "curl", "-sS", "-m", "15", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_mark(marks, "request", app, count=2)
+        app.proc.send_signal(sig)
+        out, _err = request.communicate(timeout=30)
+    finally:
+        if request.poll() is None:
+            request.kill()
+            request.wait()
+    return request.returncode, out, app.proc.wait(30)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 @pytest.mark.parametrize(("template", "target", "answered", "after"), [
     (AIOHTTP_APP, "aiohttp_app:app", True, ["shutdown", "cleanup"]),
@@ -333,23 +353,48 @@ def test_a_signal_lets_the_apps_own_shutdown_run(
     marks = write_app(tmp_path, target.partition(":")[0], template)
     cmd = aioxdp_run(target, "--interface", topology.server_if, "--host", topology.server_ip,
                      "--port", str(PORT))
-    url = f"http://{topology.server_ip}:{PORT}/slow"
     with AppProcess(topology, cmd, cwd=tmp_path, log=tmp_path / "app.log") as app:
-        assert curl_until_answered(topology, app, url) == "slow done"  # up, and warm
-        request = subprocess.Popen(
-            ["ip", "netns", "exec", topology.client_ns, "curl", "-sS", "-m", "15", url],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            wait_for_mark(marks, "request", app, count=2)
-            app.proc.send_signal(sig)
-            out, err = request.communicate(timeout=30)
-        finally:
-            if request.poll() is None:
-                request.kill()
-                request.wait()
-        status = app.proc.wait(30)
+        curl_status, body, status = signal_during_a_request(topology, app, marks, sig)
     if answered:
-        assert (request.returncode, out) == (0, "slow done"), (err, app.log_tail())
+        assert (curl_status, body) == (0, "slow done"), app.log_tail()
     assert status == 0, app.log_tail()
     assert read_marks(marks)[-len(after):] == after, app.log_tail()
     assert f"{sig.name}: shutting down" in app.log.read_text()
+
+
+AIOHTTP_ON_KERNEL = '''
+import sys
+
+from aiohttp import web
+
+from aiohttp_app import app
+
+web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), shutdown_timeout=5.0, print=None)
+'''
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_aiohttp_stops_on_a_signal_as_on_the_kernel_stack(
+        topology: Topology, tmp_path: Path, sig: signal.Signals) -> None:
+    """The same aiohttp app, stopped by the same signal during a request: with aiohttp's
+    own ``web.run_app`` on asyncio's loop and kernel sockets, and with ``aioxdp run``.
+    The client's answer, the app's exit status and its shutdown steps are the same."""
+    outcomes = []
+    for stack in ("kernel", "aioxdp"):
+        workdir = tmp_path / stack
+        workdir.mkdir()
+        marks = write_app(workdir, "aiohttp_app", AIOHTTP_APP)
+        (workdir / "on_kernel.py").write_text(AIOHTTP_ON_KERNEL)
+        cmd = (aioxdp_run("aiohttp_app:app", "--interface", topology.server_if, "--host",
+                          topology.server_ip, "--port", str(PORT)) if stack == "aioxdp"
+               else [sys.executable, "on_kernel.py", topology.server_ip, str(PORT)])
+        with AppProcess(topology, cmd, cwd=workdir, log=workdir / "app.log") as app:
+            outcome = signal_during_a_request(topology, app, marks, sig)
+        outcomes.append((*outcome, read_marks(marks)))
+        if stack == "kernel":
+            assert topology.exec(topology.client_ns, "curl", "-sS", "-m", "2",
+                                 f"http://{topology.server_ip}:{PORT}/",
+                                 check=False).returncode == 7  # gone: connection refused
+    on_kernel, on_aioxdp = outcomes
+    assert on_kernel == (0, "slow done", 0, ["request", "request", "shutdown", "cleanup"])
+    assert on_aioxdp == on_kernel
