@@ -26,12 +26,14 @@ Who does what:
   included (``aioxdp stats`` lists every worker).
 - A worker that fails (a signal, a non-zero status) is started again (at
   most ``max_restarts`` within ``restart_window`` seconds, else the parent
-  gives up and stops all); one that exits with status 0 (an async main that
-  finished, or a worker sent SIGTERM on purpose) is not, and the parent
-  returns once none is left. While a worker is down the kernel has removed
-  its closed socket from ``xsks_map``, so ``bpf_redirect_map`` falls back to
-  XDP_PASS and Linux, which has no socket for those flows, answers them with
-  RST: clients see their connections reset at once rather than time out.
+  gives up and stops all), except one whose target cannot be served (status
+  2, as ``aioxdp run``'s own): the parent then stops all and exits with it.
+  One that exits with status 0 (an async main that finished, or a worker
+  sent SIGTERM on purpose) is not, and the parent returns once none is left.
+  While a worker is down the kernel has removed its closed socket from
+  ``xsks_map``, so ``bpf_redirect_map`` falls back to XDP_PASS and Linux,
+  which has no socket for those flows, answers them with RST: clients see
+  their connections reset at once rather than time out.
 
 Outgoing connections. Replies to a worker's connection must reach that
 worker, but the NIC picks their queue by hashing the 4-tuple, not by who sent
@@ -100,6 +102,7 @@ from .settings import Settings
 logger = logging.getLogger("aioxdp.workers")
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+TARGET_ERROR = 2  # a worker's exit status when its target cannot be served (as the CLI's)
 
 # -- the parent -------------------------------------------------------------------------------
 
@@ -211,6 +214,10 @@ class _Supervisor:
                     if not self.procs:
                         return 0
                     continue
+                if proc.exitcode == TARGET_ERROR:  # a restart would load the same target
+                    logger.error("worker %d (pid %d) cannot serve the target: stopping",
+                                 queue, proc.pid)
+                    return TARGET_ERROR
                 logger.warning("worker %d (pid %d) exited with %s", queue, proc.pid,
                                proc.exitcode)
                 if not self._may_restart():
@@ -267,5 +274,5 @@ def _worker_main(target: str | Callable[..., Any], settings: Settings, options: 
         status = serve(app, settings, options)
     except TargetError as exc:
         logger.error("%s", exc)
-        status = 2
+        status = TARGET_ERROR
     raise SystemExit(status)

@@ -257,6 +257,20 @@ def test_unusable_targets_are_one_line_errors(topology: Topology, tmp_path: Path
         assert len(errors) == 1 and message in errors[0], (message, result.stderr)
 
 
+def test_workers_stop_at_a_target_they_cannot_serve(tmp_path: Path) -> None:
+    """Each worker loads the target itself; one that cannot be served ends the run with
+    status 2 and its one-line reason, instead of being restarted over and over."""
+    (tmp_path / "unusable.py").write_text(UNUSABLE)
+    with Topology(queues=2) as topo:
+        result = topo.exec(topo.server_ns, "env", f"--chdir={tmp_path}",
+                           *aioxdp_run("unusable:returns_text"), "--interface", topo.server_if,
+                           "--mode", "native", "--workers", "2", check=False)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "returns_text() returned str" in result.stderr
+    assert result.stderr.count(": pid ") == 2, result.stderr  # two started, none again
+
+
 def test_uvicorn_command_runs_on_aioxdp_with_its_loop_setting(topology: Topology,
                                                               tmp_path: Path) -> None:
     """The documented one-liner: uvicorn's own command, its loop factory aioxdp's."""
