@@ -175,6 +175,8 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
             self.close()
 
     def _write_space(self) -> None:
+        if self._lost:
+            return  # closed or aborted: the core drains on, the protocol hears no more
         self._maybe_resume_protocol()  # type: ignore[attr-defined]
 
     def _connection_closed(self, error: BaseException | None) -> None:

@@ -25,7 +25,7 @@ import pytest
 from aioxdp import kernel
 from aioxdp.topology import Topology
 
-from .stackhelpers import peer_python, peer_server, run_on_stack
+from .stackhelpers import BASE_LOOPS, peer_python, peer_server, run_on_stack
 from .test_loop import ECHO_CLIENT, Echo
 
 pytestmark = pytest.mark.netns
@@ -365,3 +365,60 @@ def test_a_kernel_server_bound_inside_the_port_range_is_the_kernel_s(
 
     run_on_stack(t, main)
     assert seen == ["eof", "ping"]  # the kernel server read the byte and closed
+
+
+@pytest.mark.parametrize("base", BASE_LOOPS)
+def test_after_abort_the_protocol_hears_only_connection_lost(topology: Topology,
+                                                             base: str) -> None:
+    """abort() with much written and unacknowledged: connection_lost(None) comes on a
+    later iteration, and nothing after it (no data, EOF or resume_writing), while the
+    peer still gets a FIN after the bytes the stack held."""
+    t = topology
+    heard: list[str] = []
+    total = 4 << 20
+
+    class Writer(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+
+        def data_received(self, data: bytes) -> None:
+            heard.append("data")
+            if heard.count("data") == 1:
+                self.transport.write(b"x" * total)
+                self.transport.abort()
+                heard.append("aborted")
+
+        def eof_received(self) -> bool:
+            heard.append("eof")
+            return False
+
+        def pause_writing(self) -> None:
+            heard.append("pause")
+
+        def resume_writing(self) -> None:
+            heard.append("resume")
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            heard.append(f"lost {exc}")
+
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Writer, t.server_ip, PORT)
+        async with server:
+            _code, out, _err = await peer_python(t, """
+                import socket, sys
+                s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=25)
+                s.sendall(b"go")
+                got = 0
+                try:
+                    while chunk := s.recv(65536):
+                        got += len(chunk)
+                    print("eof", got > 0)
+                except ConnectionResetError:
+                    print("reset", got > 0)
+            """, t.server_ip, str(PORT))
+        return out.decode().strip()
+
+    seen = run_on_stack(t, main, loop=base)
+    assert heard[heard.index("aborted") + 1:] == ["lost None"], heard
+    assert seen == "eof True"
