@@ -127,6 +127,13 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
         self._lost = False  # connection_lost() scheduled
         self._eof = False  # write_eof() called
         self._writes_after_close = 0
+        self._paused = False  # pause_reading() in force
+        # What the stack dispatched after the protocol paused reading -- events the core
+        # queued before the pause, in the same batch as the handshake, say -- which
+        # asyncio never hands over while paused: it waits here, as bytes wait in a paused
+        # socket's receive buffer, and goes up in order before the core's own held bytes
+        # (the core stays paused until it is delivered). None stands for the EOF.
+        self._stash: list[bytes | None] = []
         if server is not None:
             server._attach(self)
 
@@ -138,6 +145,12 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
     def _data_received(self, data: bytes) -> None:
         if self._lost:
             return
+        if self._paused or self._stash:
+            self._stash.append(data)
+            return
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
         try:
             if self._buffered:
                 self._feed_buffered(data)
@@ -164,6 +177,12 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
     def _eof_received(self) -> None:
         if self._lost:
             return
+        if self._paused or self._stash:
+            self._stash.append(None)
+            return
+        self._deliver_eof()
+
+    def _deliver_eof(self) -> None:
         try:
             keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
         except (SystemExit, KeyboardInterrupt):
@@ -235,16 +254,35 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
         return self._closing
 
     def pause_reading(self) -> None:
-        if not self._closing:
+        if not self._closing and not self._paused:
+            self._paused = True
             self._conn.pause_reading()
 
     def resume_reading(self) -> None:
-        if not self._closing:
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        if self._stash:
+            self._loop.call_soon(self._unstash)  # as asyncio's, from the next iteration
+        else:
+            self._conn.resume_reading()
+            self._stack.wakeup()
+
+    def _unstash(self) -> None:
+        """Hand over what waited in ``_stash``, then what the core held meanwhile."""
+        stash = self._stash
+        while stash and not self._paused and not self._lost:
+            item = stash.pop(0)
+            if item is None:
+                self._deliver_eof()
+            else:
+                self._deliver(item)
+        if not stash and not self._paused and not self._closing:
             self._conn.resume_reading()
             self._stack.wakeup()
 
     def is_reading(self) -> bool:
-        return not self._closing and not self._conn.reading_paused
+        return not self._closing and not self._paused
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
@@ -308,8 +346,8 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
     def _close_conn(self) -> None:
         """The socket's close(): FIN, or RST where Linux sends one (see _force_close;
         SO_LINGER with a zero timeout always resets, RFC 9293 §3.10.5 ABORT)."""
-        if self._sock.reset_on_close:
-            self._conn.abort()
+        if self._sock.reset_on_close or any(self._stash):
+            self._conn.abort()  # any(): bytes the protocol never read (None is the EOF)
         else:
             self._conn.close()
 
