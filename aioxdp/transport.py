@@ -335,10 +335,11 @@ class XdpTransport(transports._FlowControlMixin, asyncio.Transport):
         received data lies unread (RFC 2525 §2.17; data held while reading is paused);
         data arriving later is answered with RST (RFC 1122 §4.2.2.13). The core's
         ``close()`` makes exactly those choices, and then finishes the FIN exchange on its
-        own, as an orphaned kernel socket does. (Bytes the core holds beyond SEND_BUFFER
-        count as asyncio's own write buffer, which an abort there drops; here they go out
-        before the FIN.)"""
+        own, as an orphaned kernel socket does. Bytes the core holds beyond SEND_BUFFER
+        and has not sent count as asyncio's own write buffer, which is dropped
+        (``_buffer.clear()`` there)."""
         self._closing = True
+        self._conn.drop_unsent(SEND_BUFFER)
         self._close_conn()
         self._stack.wakeup()
         self._schedule_connection_lost(exc)

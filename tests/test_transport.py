@@ -7,7 +7,7 @@ import asyncio
 
 from aioxdp.tcp.connection import Connection
 from aioxdp.tcp.tcb import CLOSED, FIN_WAIT_1
-from aioxdp.transport import XdpTransport
+from aioxdp.transport import SEND_BUFFER, XdpTransport
 
 from .tcp.packetscript import passive
 
@@ -77,5 +77,22 @@ def test_closing_with_bytes_never_read_resets_as_a_socket_does() -> None:
         await asyncio.sleep(0)
         read.close()
         assert conn.state is FIN_WAIT_1
+
+    asyncio.run(main())
+
+
+def test_abort_drops_what_is_beyond_the_socket_send_buffer() -> None:
+    """asyncio's abort() clears the transport's own write buffer; what a socket's send
+    buffer (SEND_BUFFER here) holds still goes out before the FIN."""
+    async def main() -> None:
+        conn = passive().conn
+        transport = XdpTransport(asyncio.get_running_loop(), _Stack(), conn,  # type: ignore[arg-type]
+                                 asyncio.Protocol())
+        transport._start()
+        transport.write(bytes(SEND_BUFFER + 5000))
+        assert transport.get_write_buffer_size() == 5000
+        transport.abort()
+        assert conn.send_buffer_size == SEND_BUFFER
+        assert conn.state is FIN_WAIT_1  # a FIN after those bytes, no RST
 
     asyncio.run(main())

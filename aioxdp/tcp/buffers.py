@@ -50,6 +50,11 @@ class SendBuffer:
         else:
             self._head = head
 
+    def truncate(self, n: int) -> None:
+        """Keep only the first ``n`` bytes."""
+        if n < len(self):
+            del self._buf[self._head + n:]
+
     def peek(self, offset: int, n: int) -> bytes:
         """A copy of bytes [offset, offset + n) (a copy, so that the segment
         can outlive later appends, which would resize the storage).

@@ -208,6 +208,16 @@ class Connection(Timers):
             self._sendbuf.append(data)
             self._notify()
 
+    def drop_unsent(self, keep: int) -> None:
+        """Forget queued bytes beyond the first ``keep`` of the send buffer, never one
+        already sent (the peer may have it), and never once the FIN has its place. An
+        abort() of asyncio's socket transports drops the transport's own write buffer
+        while the socket's send buffer (``keep`` bytes) still goes out before the FIN."""
+        if self._fin_seq is not None:
+            return
+        sent = sq.sub(self.snd_max, self._snd_base)  # bytes of the buffer sent at least once
+        self._sendbuf.truncate(max(keep, sent, 0))
+
     def shutdown(self) -> None:
         """Half-close: a FIN after the queued data (RFC 9293 §3.10.4)."""
         if self._fin_seq is not None:

@@ -338,3 +338,30 @@ def test_send_after_reset_is_dropped_quietly():
     s.conn.send(b"too late")
     s.run([(0.1, ">", None)])
     assert s.conn.send_buffer_size == 0
+
+
+def test_drop_unsent_keeps_what_was_sent_and_what_fits():
+    """abort() of an asyncio transport: its own write buffer is dropped, the socket's send
+    buffer (here 3000 bytes) still goes out, and nothing already sent is taken back."""
+    s = passive(win=2 * 1460)
+    s.run([
+        (0.0, "send", bytes(10_000)),
+        (0.0, ">", S("P.", seq=ISS + 1, len=1460)),
+        (0.0, ">", S("P.", seq=ISS + 1461, len=1460)),
+    ])
+    s.conn.drop_unsent(3000)
+    assert s.conn.send_buffer_size == 3000
+    s.conn.drop_unsent(500)  # less than was sent: the 2920 bytes sent stay
+    assert s.conn.send_buffer_size == 2920
+    s.conn.close()
+    s.run([
+        (0.01, "<", S(".", seq=PEER_ISS + 1, ack=ISS + 2921, win=5000)),
+        (0.01, ">", S("F.", seq=ISS + 2921, len=0)),
+    ])
+
+
+def test_drop_unsent_after_shutdown_changes_nothing():
+    s = passive(win=2000)
+    s.run([(0.0, "send", bytes(10_000)), (0.0, "shutdown")])
+    s.conn.drop_unsent(0)
+    assert s.conn.send_buffer_size == 10_000
