@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import socket
 from collections.abc import Sequence
 
-from . import protect_cli, serving, statsview, topo_cli
+from . import kernel, protect_cli, serving, statsview, topo_cli
 from .serving import DEFAULT_HTTP_PORT, ServeOptions, TargetError
 from .settings import Settings
 from .workers import run_workers
@@ -94,10 +93,18 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         parser.error(str(exc))
     if settings.interface is None:
         parser.error("no interface: pass --interface IF or set AIOXDP_INTERFACE")
+    from .loop import loop_class  # the native parts load here, not for `aioxdp stats` or `topo`
+
     try:
-        socket.if_nametoindex(settings.interface)
-    except OSError:
-        parser.error(f"no interface named {settings.interface!r} in this network namespace")
+        loop_class(settings.loop)
+    except RuntimeError as exc:  # uvloop asked for, not installed
+        parser.error(str(exc))
+    try:
+        iface = kernel.interface(settings.interface)
+    except OSError as exc:
+        parser.error(exc.strerror or str(exc))
+    if problem := kernel.queue_problem(iface, settings.queue):
+        parser.error(problem)
     if args.metrics is not None:
         port = args.metrics[1]
         low, high = settings.port_range

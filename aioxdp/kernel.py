@@ -152,6 +152,32 @@ class _Rtnl:
                     return replies
 
 
+# --- privileges ------------------------------------------------------------------
+
+# capability numbers (linux/capability.h); CAP_SYS_ADMIN stands in for CAP_BPF
+_CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_BPF": 39, "CAP_NET_RAW": 13}
+_CAP_SYS_ADMIN = 21
+
+
+def missing_capabilities() -> list[str]:
+    """The capabilities a stack needs that the calling thread lacks: CAP_NET_ADMIN
+    (attach XDP), CAP_BPF (load the program and its maps), CAP_NET_RAW (AF_XDP socket)."""
+    with open("/proc/thread-self/status") as status:
+        effective = next(int(line.split()[1], 16) for line in status
+                         if line.startswith("CapEff:"))
+    return [name for name, bit in _CAPABILITIES.items()
+            if not effective >> bit & 1
+            and not (name == "CAP_BPF" and effective >> _CAP_SYS_ADMIN & 1)]
+
+
+def require_capabilities(interface: str) -> None:
+    """PermissionError naming what is missing, before libbpf fails with EPERM."""
+    if missing := missing_capabilities():
+        raise PermissionError(errno.EPERM, (
+            f"a bypass stack on {interface} needs {', '.join(missing)}, which this process "
+            "lacks: run as root (or grant them, e.g. setcap or systemd AmbientCapabilities)"))
+
+
 # --- interfaces ------------------------------------------------------------------
 
 def interface(name: str) -> Interface:
@@ -159,7 +185,15 @@ def interface(name: str) -> Interface:
     with _Rtnl() as rtnl:
         query = ifinfmsg()
         query["attrs"] = [("IFLA_IFNAME", name)]
-        (link,) = rtnl.request(query, RTM_GETLINK)
+        try:
+            (link,) = rtnl.request(query, RTM_GETLINK)
+        except OSError as exc:
+            if exc.errno != errno.ENODEV:
+                raise
+            from .statsserver import netns_name
+
+            raise OSError(errno.ENODEV, f"no interface named {name!r} in network namespace "
+                                        f"{netns_name()} (`ip link` lists them)") from None
         index = link["index"]
         addresses = [
             _address(msg) for msg in rtnl.request(ifaddrmsg(), RTM_GETADDR, NLM_F_DUMP)
@@ -173,6 +207,14 @@ def interface(name: str) -> Interface:
         addresses=addresses,
         queues=_rx_queues(name) or link.get("IFLA_NUM_RX_QUEUES") or 1,
     )
+
+
+def queue_problem(iface: Interface, queue: int) -> str | None:
+    """Why ``iface`` has no RX queue ``queue`` for an AF_XDP socket, or None if it has."""
+    if 0 <= queue < iface.queues:
+        return None
+    return (f"{iface.name} has {iface.queues} RX queue{'s' if iface.queues > 1 else ''} "
+            f"(0-{iface.queues - 1}; `ethtool -l {iface.name}`), so there is no queue {queue}")
 
 
 def _address(msg: nlmsg) -> Address:

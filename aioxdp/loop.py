@@ -191,6 +191,7 @@ class _XdpLoopMixin:
     def _stack(self) -> NetStack | None:
         settings = self.xdp_settings
         if self._aioxdp_stack is None and settings.interface is not None:
+            kernel.require_capabilities(settings.interface)
             try:
                 self._aioxdp_stack = NetStack(self, settings)  # type: ignore[arg-type]
             except OSError as exc:
@@ -523,7 +524,8 @@ if uvloop is not None:
 def loop_class(base: str = "auto") -> type[asyncio.AbstractEventLoop]:
     if base == "uvloop" or (base == "auto" and uvloop is not None):
         if uvloop is None:
-            raise RuntimeError("uvloop is not installed: pip install 'aioxdp[uvloop]'")
+            raise RuntimeError("loop 'uvloop' (AIOXDP_LOOP, --loop) needs uvloop, which is not "
+                               "installed: pip install 'aioxdp[uvloop]', or use loop 'auto'")
         return XdpUvloopLoop
     return XdpSelectorEventLoop
 
@@ -576,7 +578,11 @@ def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None,
             if isinstance(loop, _XdpLoopMixin):
                 await loop.shutdown_xdp()
 
-    with asyncio.Runner(debug=debug,
-                        loop_factory=lambda: new_event_loop(settings, **options)) as runner:
+    try:
+        loop = new_event_loop(settings, **options)
+    except BaseException:
+        main.close()  # never to run: no "coroutine was never awaited" on top of the error
+        raise
+    with asyncio.Runner(debug=debug, loop_factory=lambda: loop) as runner:
         return runner.run(wrapper())
 

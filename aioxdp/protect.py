@@ -95,11 +95,29 @@ class ProtectionSettings:
     syn_cookies_active: bool  # is the program answering SYNs with cookies right now?
     unknown_flow_pps: float | None  # per CPU; None: no budget (all pass), 0: all dropped
     unknown_flow_burst: int
+    drop_no_ack: bool  # segments with none of SYN, ACK, RST dropped silently
+
+
+def parse_prefix(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``text`` as a prefix ("198.18.7.0/24", "2001:2::/64", or one address); ValueError
+    for anything else, host bits set beyond the length included (as ``ip route`` refuses
+    them: a rule must not silently cover other addresses than were written)."""
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError:
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"not an IP prefix: {text!r} (e.g. 198.18.7.0/24, 2001:2::/64, "
+                             "or one address)") from None
+    address = text.partition("/")[0]
+    raise ValueError(f"invalid prefix {text}: host bits set for /{net.prefixlen}; write {net} "
+                     f"(the prefix) or {address} (the address alone)")
 
 
 def _key(prefix: str) -> object:
     """The LPM trie key of ``prefix``: IPv4 mapped into IPv6 (struct aioxdp_lpm_key)."""
-    net = ipaddress.ip_network(prefix, strict=False)
+    net = parse_prefix(prefix)
     key = ffi.new("struct aioxdp_lpm_key *")
     if net.version == 4:
         key.addr[0:16] = _MAPPED + net.network_address.packed
@@ -255,6 +273,19 @@ class Protection:
             cfg.unknown_burst_ns = burst_ns  # type: ignore[attr-defined]
         self._write(cfg)
 
+    def drop_no_ack(self, enabled: bool) -> None:
+        """When on, XDP drops every segment to the stack's ports that has none of SYN,
+        ACK and RST (data or FIN alone, no flags), counted in ``dropped_no_ack``. Off (the
+        default), they reach the stack like other segments, within the unknown-flow
+        budget when they belong to no connection, and a port of no connection answers
+        them with <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK> (RFC 9293 §3.10.7.1), as
+        Linux does; a listener and a connection drop them (§3.10.7.2, §3.10.7.4). On
+        hides the stack from such probes (nmap's FIN, NULL and Xmas scans) at the price
+        of that conformance."""
+        cfg = self._config()
+        cfg.drop_no_ack = int(enabled)  # type: ignore[attr-defined]
+        self._write(cfg)
+
     def set_defaults(self) -> None:
         """What ``load_program`` applies to a new program, whose config starts all zero
         (no protection): the unknown-flow budget (DEFAULT_UNKNOWN_FLOW_PPS), so that a
@@ -295,6 +326,7 @@ class Protection:
                               else NS / unknown_interval if budget else 0.0),
             unknown_flow_burst=(int(cfg.unknown_burst_ns) // unknown_interval + 1  # type: ignore[attr-defined]
                                 if budget else 0),
+            drop_no_ack=bool(cfg.drop_no_ack),  # type: ignore[attr-defined]
         )
 
     def _cookies_active(self) -> bool:

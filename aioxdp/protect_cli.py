@@ -14,9 +14,17 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from .protect import Protection
+from .protect import Protection, parse_prefix
 
 __all__ = ["register", "run", "main"]
+
+
+def _prefix(text: str) -> str:
+    """A valid prefix, checked while parsing: a command with a bad one changes nothing."""
+    try:
+        return str(parse_prefix(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _switch(text: str) -> bool:
@@ -74,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             ("allow", "let these prefixes through in allow-only mode"),
                             ("remove", "take these prefixes out of both lists")):
         action = actions.add_parser(name, parents=[common], help=help_text)
-        action.add_argument("prefixes", nargs="+", metavar="PREFIX",
+        action.add_argument("prefixes", nargs="+", metavar="PREFIX", type=_prefix,
                             help="198.18.7.0/24, 2001:2::/64 or one address")
     listing = actions.add_parser("list", parents=[common],
                                  help="rules, switches and counters")
@@ -97,6 +105,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     unknown.add_argument("pps", type=_budget, metavar="PPS|off")
     unknown.add_argument("--burst", type=int, metavar="N",
                          help="segments let through at once (default: 50 ms worth)")
+    no_ack = actions.add_parser(
+        "drop-no-ack", parents=[common],
+        help="drop segments with none of SYN, ACK, RST silently (off: a port of no "
+             "connection answers them with RST, as RFC 9293 asks)")
+    no_ack.add_argument("enabled", type=_switch, metavar="on|off")
     parser.set_defaults(handler=run)
 
 
@@ -122,7 +135,8 @@ def _print_listing(protection: Protection, as_json: bool) -> None:
                else f"{budget:g}/s per CPU, burst {settings.unknown_flow_burst}")
     print(f"allow-only: {'on' if settings.allow_only else 'off'}; rate limit: {rate}; "
           f"SYN cookies: {cookies}{' (active)' if settings.syn_cookies_active else ''}; "
-          f"unknown flows: {unknown}")
+          f"unknown flows: {unknown}; drop no-ACK segments: "
+          f"{'on' if settings.drop_no_ack else 'off'}")
     width = max(map(len, counters))
     for name, value in counters.items():
         print(f"  {name:<{width}} {value}")
@@ -160,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
                 protection.syn_cookies(args.threshold)
             elif action == "unknown-rate":
                 protection.unknown_flow_rate(args.pps, args.burst)
+            elif action == "drop-no-ack":
+                protection.drop_no_ack(args.enabled)
         except ValueError as exc:  # a bad prefix or burst
             print(f"aioxdp filter: {exc}", file=sys.stderr)
             return 2

@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from . import statsserver, tcp
+from . import kernel, statsserver, tcp
 from .settings import Settings
 
 logger = logging.getLogger("aioxdp")
@@ -90,13 +90,16 @@ def serve(target: object, settings: Settings, options: ServeOptions) -> int:
     from .loop import run  # the native parts load here, not for `aioxdp stats` or `topo`
 
     try:
+        if settings.interface is not None:
+            kernel.require_capabilities(settings.interface)  # before the stats socket's EACCES
         return run(serve_async(target, options, settings), settings=settings)
     except (asyncio.CancelledError, KeyboardInterrupt):
         logger.warning("forced shutdown")
         return 130
     except OSError as exc:  # no permission, device busy, address in use...: no traceback
         debug = options.log_level == "debug"
-        logger.error("aioxdp run on %s: %s%s", settings.interface, exc,
+        text = exc.strerror if exc.strerror and exc.filename is None else str(exc)
+        logger.error("aioxdp run on %s: %s%s", settings.interface, text,
                      "" if debug else " (--log-level debug shows the traceback)", exc_info=debug)
         return 1
 
@@ -111,7 +114,7 @@ async def serve_async(target: object, options: ServeOptions, settings: Settings)
     stats = statsserver.StatsServer(settings, collect)
     metrics = statsserver.MetricsServer(collect, *options.metrics) if options.metrics else None
     try:
-        if await stats.start():
+        if settings.stats and await stats.start():
             logger.info("stats: %s (aioxdp stats)", stats.path)
         if metrics is not None:
             await metrics.start()
@@ -331,6 +334,10 @@ def _log_where(name: str, host: str | None) -> None:
     stack = getattr(loop, "xdp_stack", None)
     if stack is not None and _on_stack(stack, host):
         settings = loop.xdp_settings  # type: ignore[attr-defined]
+        if not stack.addresses:
+            logger.warning("%s has no IP address, so nothing can reach %s on the bypass stack: "
+                           "give it one (ip address add ADDR/LEN dev %s) before starting aioxdp",
+                           settings.interface, name, settings.interface)
         logger.info("serving %s on the bypass stack: %s queue %d, %s XDP, %s poll, %s, "
                     "%s TCP core", name, settings.interface, settings.queue,
                     settings.mode, settings.poll, type(loop).__name__, tcp.CORE)

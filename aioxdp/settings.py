@@ -18,8 +18,8 @@ ENV_PREFIX = "AIOXDP_"
 
 def _parse_range(text: str) -> tuple[int, int]:
     lo, sep, hi = text.partition("-")
-    if not sep:
-        raise ValueError(f"port range must look like LOW-HIGH, not {text!r}")
+    if not (sep and lo.strip().isdigit() and hi.strip().isdigit()):
+        raise ValueError(f"port range must look like LOW-HIGH (e.g. 61000-64999), not {text!r}")
     low, high = int(lo), int(hi)
     if not 1024 <= low <= high <= 65535:
         raise ValueError(f"port range {text!r} must lie within 1024-65535")
@@ -122,18 +122,38 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
+            name = ENV_PREFIX + f.name.upper()
+            raw = env.get(name)
             if raw is None or f.name == "tcp":
                 continue
-            if f.name == "port_range":
-                values[f.name] = _parse_range(raw)
-            elif f.name in ("zerocopy", "attached", "stats", "adopt_sockets"):
-                values[f.name] = raw.lower() in ("1", "yes", "true", "on")
-            elif f.name in ("queue", "batch", "frames", "workers"):
-                values[f.name] = int(raw)
-            elif f.name == "secret":
-                values[f.name] = bytes.fromhex(raw)
-            else:
-                values[f.name] = raw
+            try:
+                values[f.name] = _from_text(f.name, raw)
+            except ValueError as exc:  # one line naming the variable and what it takes
+                raise ValueError(f"{name}={raw!r}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+_CHOICES = {"mode": ("skb", "native"), "poll": ("wakeup", "busy"),
+            "loop": ("auto", "asyncio", "uvloop")}
+
+
+def _from_text(name: str, raw: str) -> object:
+    """The value of field ``name`` that the text of its variable gives; ValueError saying
+    what is expected."""
+    if name == "port_range":
+        return _parse_range(raw)
+    if name in ("zerocopy", "attached", "stats", "adopt_sockets"):
+        return raw.lower() in ("1", "yes", "true", "on")
+    if name in ("queue", "batch", "frames", "workers"):
+        if not raw.strip().isdigit():
+            raise ValueError(f"{name} must be a whole number (e.g. 0)")
+        return int(raw)
+    if name == "secret":
+        try:
+            return bytes.fromhex(raw)
+        except ValueError:
+            raise ValueError("secret must be hexadecimal") from None
+    if name in _CHOICES and raw not in _CHOICES[name]:
+        raise ValueError(f"{name} must be " + " or ".join(repr(c) for c in _CHOICES[name]))
+    return raw

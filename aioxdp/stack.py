@@ -22,6 +22,7 @@ answering them leaves, so that XDP can drop segments of no connection
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -128,6 +129,8 @@ class NetStack:
         self.loop = loop
         self.settings = settings
         self.iface = kernel.interface(settings.interface)
+        if problem := kernel.queue_problem(self.iface, settings.queue):
+            raise OSError(errno.EINVAL, problem)  # not the bind's bare EINVAL
         self.addresses = [addr for addr, _plen, _fam in self.iface.addresses]
         tcp = settings.tcp
         tcp.mss = min(tcp.mss, self.iface.mtu - 40)

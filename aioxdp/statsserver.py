@@ -164,17 +164,22 @@ class StatsServer:
         warning), or by this one (aioxdp run's and its loop's, quietly)."""
         if self.path in _SERVING:
             return False
-        STATS_DIR.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            if _answers(self.path):
-                logger.warning("%s is served by another live process: no stats socket here",
-                               self.path)
-                return False
-            self.path.unlink()  # left behind by a process that was killed
-        _SERVING.add(self.path)
         try:
+            STATS_DIR.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                if _answers(self.path):
+                    logger.warning("%s is served by another live process: no stats socket "
+                                   "here", self.path)
+                    return False
+                self.path.unlink()  # left behind by a process that was killed
+            _SERVING.add(self.path)
             self._server = await asyncio.get_running_loop().create_unix_server(
                 self._protocol, str(self.path))
+        except PermissionError as exc:  # say where, and the ways out
+            _SERVING.discard(self.path)
+            raise PermissionError(exc.errno, (
+                f"cannot create the stats socket {self.path} ({exc.strerror}): run as root, "
+                "or set AIOXDP_RUN_DIR to a writable directory, or AIOXDP_STATS=0")) from None
         except BaseException:
             _SERVING.discard(self.path)
             raise
