@@ -29,7 +29,9 @@
  * only to traffic aimed at our flows (everything else is passed untouched) and
  * counts every decision in aioxdp_counter:
  *   1. malformed: truncated headers, IP length vs frame, TCP data offset,
- *      impossible flag combinations, first fragments (IPv4 or IPv6);
+ *      impossible flag combinations, first fragments (IPv4 or IPv6); then,
+ *      only when the drop_no_ack setting is on, segments with none of SYN,
+ *      ACK and RST (by default they go on: a closed port answers them);
  *   2. deny list, then allow list when allow-only mode is on (LPM tries);
  *   3. a token bucket per source address (LRU hash);
  *   4. SYN flood defence (RFC 4987 §3.6, SYN cookies): above a SYN rate (or
@@ -440,14 +442,25 @@ static __always_inline int bad_length(struct xdp_md *ctx, struct packet *pk, voi
 	return pk->l3_len < headers || l3_offset + pk->l3_len > frame;
 }
 
-/* RFC 9293 §3.10.7: combinations no correct peer sends (TCP-CHECKLIST 19) */
+/* RFC 9293 §3.10.7: combinations no correct peer sends (TCP-CHECKLIST 19).
+ * A segment with none of SYN, ACK, RST (data or FIN alone, no flags) is not
+ * among them: to a port of no connection it must be answered with
+ * <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK> (RFC 9293 §3.10.7.1, as Linux
+ * does), which the stack's table does (no_ack below). */
 static __always_inline int bad_flags(__u8 flags)
 {
-	if (!(flags & (TCP_FLAGS_SYN | TCP_FLAGS_ACK | TCP_FLAGS_RST)))
-		return 1; /* no flags, or only FIN/PSH/URG */
 	if ((flags & TCP_FLAGS_SYN) && (flags & (TCP_FLAGS_FIN | TCP_FLAGS_RST)))
 		return 1;
-	return (flags & TCP_FLAGS_FIN) && !(flags & TCP_FLAGS_ACK);
+	return (flags & TCP_FLAGS_FIN) && (flags & TCP_FLAGS_RST) && !(flags & TCP_FLAGS_ACK);
+}
+
+/* None of SYN, ACK, RST: no connection's data (RFC 9293 §3.10.7.4, fifth:
+ * "if the ACK bit is off, drop"), a listener ignores it (§3.10.7.2), only a
+ * closed port answers it (RST,ACK). Such segments reach the stack as unknown
+ * flows (stage 5, within the budget), or, with drop_no_ack set, none does. */
+static __always_inline int no_ack(__u8 flags)
+{
+	return !(flags & (TCP_FLAGS_SYN | TCP_FLAGS_ACK | TCP_FLAGS_RST));
 }
 
 /* Two aioxdp_endpoint addresses (IPv4 zero-padded) alike? */
@@ -1014,6 +1027,8 @@ static __always_inline int protect(struct xdp_md *ctx, struct packet *pk, enum o
 
 	if (!cfg || !st)
 		return -1;
+	if (no_ack(flags) && cfg->drop_no_ack)
+		return verdict(AIOXDP_CNT_DROP_NO_ACK, XDP_DROP);
 	action = screen_source(pk, cfg, now);
 	if (action >= 0)
 		return action;

@@ -42,7 +42,7 @@ enum aioxdp_counter {
 	AIOXDP_CNT_DROP_MALFORMED, /* truncated headers aimed at one of our flows */
 	/* protection stage: only traffic to our own flows gets this far */
 	AIOXDP_CNT_DROP_BAD_LENGTH, /* IP length beyond the frame or short of the TCP header */
-	AIOXDP_CNT_DROP_BAD_FLAGS, /* SYN+FIN, SYN+RST, FIN without ACK, no SYN/ACK/RST */
+	AIOXDP_CNT_DROP_BAD_FLAGS, /* SYN+FIN, SYN+RST, RST+FIN without ACK */
 	AIOXDP_CNT_DROP_FRAGMENT, /* first fragment (IPv4 or IPv6) aimed at our ports */
 	AIOXDP_CNT_DROP_DENIED, /* source in the deny list */
 	AIOXDP_CNT_DROP_NOT_ALLOWED, /* allow-only mode, source not in the allow list */
@@ -63,6 +63,9 @@ enum aioxdp_counter {
 	/* an ICMP error quoting one of our segments, handed to the AF_XDP socket
 	 * (not counted in AIOXDP_CNT_REDIRECTED) */
 	AIOXDP_CNT_REDIRECTED_ICMP,
+	/* a segment with none of SYN, ACK, RST (data or FIN alone, no flags)
+	 * dropped because drop_no_ack is set */
+	AIOXDP_CNT_DROP_NO_ACK,
 	AIOXDP_CNT_MAX,
 };
 
@@ -88,7 +91,11 @@ struct aioxdp_config {
 	 * cookie: AIOXDP_UNKNOWN_PASS (all redirected), _BUDGET (a token bucket
 	 * per CPU as GCRA, like rate_*) or _DROP (none redirected) */
 	__u8 unknown_flows;
-	__u8 pad[3];
+	/* segments with none of SYN, ACK, RST: 0 (default) lets them on like any
+	 * other segment (a port of no connection answers RST,ACK, RFC 9293
+	 * §3.10.7.1), 1 drops them all silently (AIOXDP_CNT_DROP_NO_ACK) */
+	__u8 drop_no_ack;
+	__u8 pad[2];
 	__u64 unknown_interval_ns;
 	__u64 unknown_burst_ns;
 };

@@ -33,7 +33,7 @@ from aioxdp.tcp import wire
 from aioxdp.tcp.config import TcpConfig
 from aioxdp.tcp.connection import receive_window_scale
 from aioxdp.tcp.cookies import MSS_TABLE_V4, MSS_TABLE_V6, check_cookie, ts_clock
-from aioxdp.tcp.segment import ACK, FIN, RST, SYN, Segment
+from aioxdp.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
 from aioxdp.tcp.table import ConnectionTable
 from aioxdp.topology import Topology
 
@@ -129,8 +129,7 @@ def replies(raw: socket.socket, count: int, timeout: float = 5.0) -> list[Segmen
 def test_malformed_segments_are_dropped_and_counted(stack: Stack) -> None:
     t, prog = stack.topo, stack.prog
     c, sv = t.client_ip, t.server_ip
-    bad_flags = [frame(stack, segment(c, sv, flags=f))
-                 for f in (SYN | FIN, SYN | RST, FIN, 0, 0x08)]  # 0x08: PSH alone
+    bad_flags = [frame(stack, segment(c, sv, flags=f)) for f in (SYN | FIN, SYN | RST, FIN | RST)]
     good = frame(stack, segment(c, sv))
     too_long = bytearray(good)
     too_long[16:18] = struct.pack("!H", len(good) - 14 + 1)  # IPv4 total length past the frame
@@ -147,10 +146,32 @@ def test_malformed_segments_are_dropped_and_counted(stack: Stack) -> None:
     got = arrived(stack, frames, segment(c, sv, sport=40001))
     assert [seg.sport for seg in got] == [40001]
     counters = prog.counters()
-    assert counters["dropped_bad_flags"] == 5
+    assert counters["dropped_bad_flags"] == 3
     assert counters["dropped_bad_length"] == 3
     assert counters["dropped_fragment"] == 1
     assert counters["redirected"] == 1
+
+
+def test_segments_without_ack_go_on_unless_the_setting_drops_them(stack: Stack) -> None:
+    """No SYN, ACK or RST (FIN alone, no flags, PSH alone with data) is no malformed
+    segment: it goes on as an unknown flow (a closed port answers it with RST,ACK); with
+    ``drop_no_ack`` XDP drops it and counts it."""
+    c, sv = stack.topo.client_ip, stack.topo.server_ip
+    protection = Protection(stack.prog)
+    assert protection.settings().drop_no_ack is False
+    probes = [frame(stack, segment(c, sv, sport=40100 + i, flags=f, payload=data))
+              for i, (f, data) in enumerate([(FIN, b""), (0, b""), (PSH, b"data")])]
+    got = arrived(stack, probes, segment(c, sv, sport=40001))
+    assert [seg.sport for seg in got] == [40100, 40101, 40102, 40001]
+    counters = stack.prog.counters()
+    assert (counters["unknown_flow_passed"], counters["dropped_no_ack"]) == (3, 0)
+    protection.drop_no_ack(True)
+    assert protection.settings().drop_no_ack is True
+    got = arrived(stack, probes, segment(c, sv, sport=40002))
+    assert [seg.sport for seg in got] == [40002]
+    counters = stack.prog.counters()
+    assert (counters["unknown_flow_passed"], counters["dropped_no_ack"]) == (3, 3)
+    assert counters["dropped_bad_flags"] == 0
 
 
 # ---- 2. allow/deny lists ----------------------------------------------------------------------
@@ -500,7 +521,12 @@ def test_rules_from_another_process_through_the_cli(stack: Stack) -> None:
     cli("rate-limit", "50", "--burst", "10")
     cli("syn-cookies", "5000")
     cli("unknown-rate", "200", "--burst", "7")
+    cli("drop-no-ack", "on")
     listing = json.loads(cli("list", "--json"))
+    assert listing["settings"]["drop_no_ack"] is True
+    assert "drop no-ACK segments: on" in cli("list")
+    cli("drop-no-ack", "off")
+    assert Protection(stack.prog).settings().drop_no_ack is False
     assert [(r["list"], r["prefix"]) for r in listing["rules"]] == [
         ("deny", "198.18.7.0/24"), ("deny", "2001:2::7:0/112")]
     assert listing["settings"]["rate_pps"] == 50 and listing["settings"]["rate_burst"] == 10
@@ -525,6 +551,68 @@ def test_rules_from_another_process_through_the_cli(stack: Stack) -> None:
     assert Protection(stack.prog).settings().unknown_flow_pps == 0
     assert "unknown flows: all dropped" in cli("list")
     assert [r.prefix for r in Protection(stack.prog).rules()] == ["2001:2::7:0/112"]
+
+
+def test_a_closed_port_answers_segments_without_ack_with_rst_ack(topology: Topology) -> None:
+    """RFC 9293 §3.10.7.1 on the whole stack: data alone, FIN alone and no flags, sent
+    from a raw socket in the peer namespace to a port of the stack's range that has no
+    connection, come back as <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>, as Linux answers;
+    with ``aioxdp filter drop-no-ack on`` nothing comes back and XDP counts them."""
+    t = topology
+    server_mac = mac_of(t, t.server_ns, t.server_if)
+    client_mac = mac_of(t, t.client_ns, t.client_if)
+    port = 62000  # in the stack's port range (61000-64999), no connection there
+    probes = [(t.client_ip, t.server_ip, 40100, PSH, 5000, b"hello"),  # ACK 5005
+              (t.client_ip, t.server_ip, 40101, FIN, 7000, b""),  # FIN counts one: 7001
+              (t.client_ip, t.server_ip, 40102, 0, 0xFFFFFFFF, b"xy"),  # wraps: 1
+              (t.client_ip6, t.server_ip6, 40103, FIN | PSH, 100, b"abc")]  # 104
+    frames = [wire.build_frame(Segment(packed_address(src), packed_address(dst), sport, port,
+                                       seq, 0, flags, 65535, data),
+                               src_mac=client_mac, dst_mac=server_mac)
+              for src, dst, sport, flags, seq, data in probes]
+    # an ACK to the same port: always answered (<SEQ=SEG.ACK><CTL=RST>), and after the
+    # probes' answers, which come back in order
+    marker = wire.build_frame(Segment(packed_address(t.client_ip), packed_address(t.server_ip),
+                                      40199, port, 1, 4242, ACK, 65535),
+                              src_mac=client_mac, dst_mac=server_mac)
+
+    def exchange() -> list[Segment]:
+        """The probes' answers, up to the marker's RST."""
+        with capture(t) as raw:
+            inject(t, [*frames, marker])
+            out: list[Segment] = []
+            while not out or out[-1].dport != 40199:
+                got = replies(raw, 1, timeout=10.0)
+                assert got, f"no RST for the marker; so far {out}"
+                out.extend(seg for seg in got if seg.sport == port)
+            return out[:-1]
+
+    def cli(*args: str) -> None:
+        t.exec(t.server_ns, sys.executable, "-m", "aioxdp.protect_cli", "filter", *args,
+               "--interface", t.server_if)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stack = loop._stack()  # type: ignore[attr-defined]
+        answers = await asyncio.to_thread(exchange)
+        assert sorted((seg.dport, seg.seq, seg.ack, seg.flags, len(seg.payload))
+                      for seg in answers) == [(40100, 0, 5005, RST | ACK, 0),
+                                              (40101, 0, 7001, RST | ACK, 0),
+                                              (40102, 0, 1, RST | ACK, 0),
+                                              (40103, 0, 104, RST | ACK, 0)]
+        counters = stack.program.counters()
+        assert counters["unknown_flow_passed"] == len(probes) + 1
+        assert counters["dropped_bad_flags"] == counters["dropped_no_ack"] == 0
+        assert stack.table.stats["rst-sent:no-connection"] == len(probes) + 1
+
+        await asyncio.to_thread(cli, "drop-no-ack", "on")
+        assert await asyncio.to_thread(exchange) == []
+        counters = stack.program.counters()
+        assert counters["dropped_no_ack"] == len(probes)
+        assert counters["unknown_flow_passed"] == len(probes) + 2  # the second marker
+        assert stack.table.stats["rst-sent:no-connection"] == len(probes) + 2
+
+    run_on_stack(t, main, timeout=60)
 
 
 def test_attach_finds_the_program_behind_libxdps_dispatcher(topology: Topology) -> None:

@@ -79,6 +79,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "unknown_flow_passed",
     "dropped_unknown_flow",
     "redirected_icmp",
+    "dropped_no_ack",
 )
 if len(COUNTER_NAMES) != lib.AIOXDP_CNT_MAX:
     raise ImportError("COUNTER_NAMES is out of step with enum aioxdp_counter (aioxdp_common.h)")

@@ -74,6 +74,7 @@ struct aioxdp_config {
     uint8_t synack_wscale;
     uint8_t synack_options;
     uint8_t unknown_flows;
+    uint8_t drop_no_ack;
     uint64_t unknown_interval_ns;
     uint64_t unknown_burst_ns;
     ...;
