@@ -18,9 +18,10 @@ cd "$(dirname "$0")/.."
 # clang/llvm: BPF programs; libbpf-dev, libxdp-dev: headers and libraries of
 # the cffi module; iproute2, ethtool, procps (sysctl): test topologies;
 # wrk, curl, iputils-ping, hping3, tcpdump: real peers and probes; bpftool:
-# BPF map access (aioxdp/impair.py); openssl: test certificates
+# BPF map access (aioxdp/impair.py); openssl: test certificates; libcap2-bin
+# (capsh): runs with capabilities dropped (tests/test_bad_input.py)
 PACKAGES=(clang llvm libbpf-dev libxdp-dev gcc make iproute2 ethtool procps
-          wrk curl iputils-ping tcpdump bpftool hping3 openssl)
+          wrk curl iputils-ping tcpdump bpftool hping3 openssl libcap2-bin)
 VENV=.venv
 # the install step's inputs: a change to any of them reinstalls
 STAMP_INPUTS=(pyproject.toml setup.py)
