@@ -157,10 +157,11 @@ class NetStack:
                                  num_frames=settings.frames, mode=settings.mode,
                                  zerocopy=settings.zerocopy)
             # the core may hand over segments of several MSS for C to cut (a smaller
-            # gso_max of the settings stays), no bigger than one send can queue when
-            # cut at the smallest MSS the core ever uses (XskSocket.send refuses more)
-            tcp.gso_max = min(tcp.gso_max or GSO_MAX_PAYLOAD, GSO_MAX_PAYLOAD,
-                              self.xsk.tx_capacity * max(1, tcp.min_mss - wire.MAX_OPTION_SPACE))
+            # gso_max of the settings stays), cut into no more frames than one send can
+            # queue, whatever the MSS (XskSocket.send refuses more)
+            tcp.gso_max = min(tcp.gso_max or GSO_MAX_PAYLOAD, GSO_MAX_PAYLOAD)
+            tcp.gso_max_segs = min(tcp.gso_max_segs or self.xsk.tx_capacity,
+                                   self.xsk.tx_capacity)
             if settings.workers > 1:
                 self.relay = PortRelay(settings)
                 loop.add_reader(self.relay.fileno(), self._on_relayed)

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 class TcpConfig:
     # Segment sizes. mss is what we announce; the interface MTU bounds it (RFC 9293 §3.7.1).
     mss: int = 1460
-    min_mss: int = 536  # floor for the peer's announced MSS (CVE-2019-11479)
+    # Floor for the peer's announced MSS: Linux's net.ipv4.tcp_min_snd_mss, whose
+    # default is 48 (CVE-2019-11479 asked for a floor; RFC 9293 MUST-16: never send
+    # more than the peer announced, so a floor above what peers announce breaks them).
+    # Raise it to refuse tiny-MSS peers' costs.
+    min_mss: int = 48
+    # Floor of the MSS an ICMP "fragmentation needed" may lower a connection to: a
+    # forged one must not cut it to tiny segments (Linux: route min_pmtu, 552 bytes).
+    min_pmtu_mss: int = 536
 
     # Buffers (bytes). The receive buffer bounds the advertised window and the
     # out-of-order queue; the send buffer bound is enforced by the transport.
@@ -25,6 +32,10 @@ class TcpConfig:
     # transmit path, which cuts it into wire segments of the MSS (Segment.gso_size).
     # 0: none (the core emits wire-sized segments). Set by the I/O layer that can cut.
     gso_max: int = 0
+    # ... and into how many wire segments at most (Linux's gso_max_segs): a small MSS
+    # must not make one such segment more frames than the transmit path takes at once.
+    # 0: no bound beyond gso_max.
+    gso_max_segs: int = 0
 
     # Nagle (RFC 9293 §3.7.4); asyncio's transports set TCP_NODELAY, so do we.
     nodelay: bool = True

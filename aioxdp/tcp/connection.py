@@ -151,7 +151,8 @@ class Connection(Timers):
             self._ts_recent_time = now
         else:
             self._ts_ok = False
-        self._set_mss(syn.mss if syn.mss is not None else default_mss(self.remote[0]))
+        # an MSS option of 0 counts as none, as Linux's tcp_parse_options has it
+        self._set_mss(syn.mss or default_mss(self.remote[0]))
         # RFC 7323 §2.2: the window of a SYN is never scaled.
         self.snd_wnd = syn.window
         self.max_snd_wnd = syn.window
@@ -161,8 +162,9 @@ class Connection(Timers):
 
     def _set_mss(self, peer_mss: int) -> None:
         """RFC 9293 §3.7.1: send MSS = min(peer's MSS, ours), floored at
-        ``min_mss`` against tiny announced values (CVE-2019-11479). Segments
-        carry the timestamps option, so their payload is 12 bytes less (MUST-16)."""
+        ``min_mss`` against tiny announced values (CVE-2019-11479; Linux's
+        tcp_min_snd_mss, 48 by default). Segments carry the timestamps option, so
+        their payload is 12 bytes less (MUST-16)."""
         cfg = self.config
         mss = min(max(peer_mss, cfg.min_mss), cfg.mss)
         self.mss = mss
@@ -305,7 +307,7 @@ class Connection(Timers):
             self._soft_error = "ICMP destination unreachable"
             return True
         overhead = 60 if len(self.remote[0]) == 16 else 40  # IP + TCP headers
-        mss = max(mtu - overhead, self.config.min_mss)
+        mss = max(mtu - overhead, self.config.min_pmtu_mss)
         if mss < self.mss:
             self.mss = mss
             self._seg_payload = mss - TS_OPTION_LEN if self._ts_ok else mss

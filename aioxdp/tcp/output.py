@@ -165,6 +165,7 @@ class Output(Tcb):
         end = (snd_base + buffered) & MASK
         cc = self._cc
         gso_max = self.config.gso_max
+        max_segs = self.config.gso_max_segs
         while True:
             nxt = self.snd_nxt
             avail = ((end - nxt + HALF) & MASK) - HALF  # seq.sub(end, nxt)
@@ -215,6 +216,8 @@ class Output(Tcb):
                 # (the transmit path cuts it), and the short rest of the queue with them
                 # when it would go at once anyway (no Nagle, all of it fits).
                 limit = min(avail, room, gso_max)
+                if max_segs and limit > max_segs * mss:
+                    limit = max_segs * mss
                 n = limit - limit % mss
                 rest = avail - n
                 if 0 < rest < mss and n + rest <= limit and self.nodelay and not resend:

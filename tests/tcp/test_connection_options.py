@@ -14,12 +14,21 @@ P = PEER_ISS + 1
 U = ISS + 1
 
 
-@pytest.mark.parametrize("announced", [0, 1, 64, 200])
-def test_tiny_mss_clamped_to_floor(announced):
-    # TCP-CHECKLIST 10: CVE-2019-11479.
+@pytest.mark.parametrize(("announced", "mss"), [(0, 536), (1, 48), (47, 48), (64, 64),
+                                                (100, 100), (200, 200)])
+def test_tiny_mss_clamped_to_floor(announced, mss):
+    # TCP-CHECKLIST 10: CVE-2019-11479, with Linux's floor (tcp_min_snd_mss, 48); above
+    # it the peer's MSS is honoured (RFC 9293 MUST-16). An MSS option of 0 counts as
+    # none: the default MSS, as Linux does.
     s = passive(syn=S("S", seq=PEER_ISS, mss=announced))
-    assert s.conn.mss == 536
-    s.run([(0.0, "send", b"z" * 1000), (0.0, ">", S("P.", len=536))])
+    assert s.conn.mss == mss
+    s.run([(0.0, "send", b"z" * 1000), (0.0, ">", S("P.", len=mss))])
+
+
+def test_gso_segment_is_cut_into_at_most_gso_max_segs():
+    # a small MSS must not make one offloaded segment more frames than TX takes at once
+    s = passive(config(gso_max=65536, gso_max_segs=4), syn=S("S", seq=PEER_ISS, mss=100))
+    s.run([(0.0, "send", b"z" * 1000), (0.0, ">", S("P.", len=400, gso_size=100))])
 
 
 def test_min_mss_is_configurable():

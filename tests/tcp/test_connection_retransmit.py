@@ -338,7 +338,7 @@ def test_icmp_fragmentation_needed_lowers_mss_and_resends():
     s.run([(0.05, ">", S("P.", seq=U, len=960)), (0.05, ">", S("P.", seq=U + 960, len=960))])
 
 
-def test_icmp_mtu_floor_is_min_mss():
+def test_icmp_mtu_floor_is_min_pmtu_mss():
     s = passive()
     s.run([(0.0, "send", b"x" * 100), (0.0, ">", S("P."))])
     s.conn.icmp_error(U, mtu=68, now=0.05)
