@@ -35,6 +35,7 @@ import struct
 import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from pyroute2.netlink import (
@@ -152,6 +153,24 @@ class _Rtnl:
                     return replies
 
 
+# --- namespaces ------------------------------------------------------------------
+
+NETNS_DIR = Path("/run/netns")  # where `ip netns add` mounts the namespaces it names
+
+
+def netns_name() -> str:
+    """The calling thread's network namespace as ``ip netns`` names it, else its inode
+    number (the root namespace and unnamed ones)."""
+    own = os.stat("/proc/thread-self/ns/net")
+    with contextlib.suppress(OSError):
+        for entry in NETNS_DIR.iterdir():
+            with contextlib.suppress(OSError):
+                st = entry.stat()
+                if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                    return entry.name
+    return str(own.st_ino)
+
+
 # --- privileges ------------------------------------------------------------------
 
 # capability numbers (linux/capability.h); CAP_SYS_ADMIN stands in for CAP_BPF
@@ -190,8 +209,6 @@ def interface(name: str) -> Interface:
         except OSError as exc:
             if exc.errno != errno.ENODEV:
                 raise
-            from .statsserver import netns_name
-
             raise OSError(errno.ENODEV, f"no interface named {name!r} in network namespace "
                                         f"{netns_name()} (`ip link` lists them)") from None
         index = link["index"]

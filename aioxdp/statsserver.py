@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .kernel import NETNS_DIR, netns_name
 from .settings import KernelSocket, Settings
 
 logger = logging.getLogger("aioxdp")
@@ -48,7 +49,6 @@ METRICS_REQUEST_LIMIT = 8192  # bytes of HTTP request head the metrics endpoint 
 Snapshot = dict[str, Any]
 
 
-NETNS_DIR = Path("/run/netns")  # where `ip netns add` mounts the namespaces it names
 # paths this process serves: a second StatsServer for one of them (aioxdp run starts one
 # before its app makes the stack, which starts its own) steps aside without a warning
 _SERVING: set[Path] = set()
@@ -60,19 +60,6 @@ def netns_inode(netns: str | None = None) -> int:
     or the one ``ip netns`` knows as ``netns``."""
     path = "/proc/thread-self/ns/net" if netns is None else NETNS_DIR / netns
     return os.stat(path).st_ino
-
-
-def netns_name() -> str:
-    """The calling thread's network namespace as ``ip netns`` names it, else its inode
-    number (the root namespace and unnamed ones)."""
-    own = os.stat("/proc/thread-self/ns/net")
-    with contextlib.suppress(OSError):
-        for entry in NETNS_DIR.iterdir():
-            with contextlib.suppress(OSError):
-                st = entry.stat()
-                if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
-                    return entry.name
-    return str(own.st_ino)
 
 
 def socket_path(interface: str, queue: int, netns: str | None = None) -> Path:
