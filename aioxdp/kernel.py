@@ -641,3 +641,55 @@ def release_ports(lo: int, hi: int) -> None:
         others: set[int] = set().union(*(_added(rec) for rec in records.values()
                                          if _alive(rec)))
         _write_reserved(reserved_ports() - (added - others))
+
+
+RTMGRP_LINK = 1  # linux/rtnetlink.h: the multicast group of RTM_NEWLINK/RTM_DELLINK
+_NLMSG = struct.Struct("=IHHII")  # struct nlmsghdr
+_IFINFO_INDEX = struct.Struct("=i")  # ifinfomsg.ifi_index, 4 bytes into the message body
+
+
+class LinkWatch:
+    """Link changes as the kernel announces them: a non-blocking rtnetlink socket in
+    the RTMGRP_LINK group, opened in the calling thread's network namespace, for an
+    event loop's ``add_reader``. ``changed()`` drains it and names the interfaces
+    (by index) that an RTM_NEWLINK or RTM_DELLINK was about; what changed is read
+    again with ``interface``. When the socket's buffer overflowed (ENOBUFS: events
+    were lost), ``changed()`` includes ``LOST``: read everything again."""
+
+    LOST = -1
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK,
+                                  socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                                  socket.NETLINK_ROUTE)
+        try:
+            self.sock.bind((0, RTMGRP_LINK))
+        except OSError:
+            self.sock.close()
+            raise
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def changed(self) -> set[int]:
+        out: set[int] = set()
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return out
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                out.add(self.LOST)
+                continue
+            pos = 0
+            while pos + _NLMSG.size + _IFINFO_INDEX.size + 4 <= len(data):
+                length = _NLMSG.unpack_from(data, pos)[0]
+                if length < _NLMSG.size:
+                    break
+                out.add(_IFINFO_INDEX.unpack_from(data, pos + _NLMSG.size + 4)[0])
+                pos += (length + 3) & ~3  # NLMSG_ALIGN
+
+    def close(self) -> None:
+        self.sock.close()

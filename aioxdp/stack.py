@@ -133,7 +133,9 @@ class NetStack:
             raise OSError(errno.EINVAL, problem)  # not the bind's bare EINVAL
         self.addresses = [addr for addr, _plen, _fam in self.iface.addresses]
         tcp = settings.tcp
-        tcp.mss = min(tcp.mss, self.iface.mtu - 40)
+        self._mss_limit = tcp.mss  # the configured MSS: what an MTU raised again gives back
+        self.mtu = self.iface.mtu
+        tcp.mss = min(tcp.mss, self.mtu - 40)
         self.table = ConnectionTable(config=tcp, secret=settings.secret or os.urandom(32),
                                      now=loop.time(), port_range=settings.own_ports())
         # attached: a workers' parent loaded the program, configured it and reserved the
@@ -179,6 +181,12 @@ class NetStack:
                 self.relay.close()
             self.program.close()
             raise
+        # the longest frame the interface takes: longer ones are cut or dropped (_fit)
+        self._max_frame = wire.ETH_HLEN + self.mtu
+        self.tx_oversize = 0  # segments dropped for not fitting the MTU, even cut
+        # the interface's MTU followed while serving (_on_link_change)
+        self._link_watch = kernel.LinkWatch()
+        loop.add_reader(self._link_watch.fileno(), self._on_link_change)
         self._macs = NextHopMacs(MAX_MACS)
         self._resolving: dict[bytes, asyncio.Task[None]] = {}  # address -> its _resolve
         self._servers: dict[Listener, XdpServer] = {}
@@ -339,6 +347,7 @@ class NetStack:
         macs = self._macs
         buf, lengths, gso = self._txbuf, self._lengths, self._gso
         batch = self.settings.batch
+        max_frame = self._max_frame
         offset = 0
         for index, seg in enumerate(segments):
             dst_mac = macs.recent.get(seg.dst) or macs.get(seg.dst)
@@ -351,11 +360,57 @@ class NetStack:
                     return
                 offset = 0
             n = write(buf, offset, seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False)
+            size = seg.gso_size if payload > seg.gso_size else 0
+            if n - payload + (size or payload) > max_frame:
+                size = self._fit(n - payload, payload)
+                if size < 0:
+                    continue
             lengths.append(n)
-            gso.append(seg.gso_size if payload > seg.gso_size else 0)
+            gso.append(size)
             offset += n
         if lengths:
             self._send_frames(offset, segments, len(segments))
+
+    def _fit(self, headers: int, payload: int) -> int:
+        """A frame of ``headers`` + ``payload`` bytes (or its pieces) is longer than the
+        interface takes, which would drop it (the MTU went down since the segment was
+        made): the gso size that cuts it into frames that fit (C cuts it, as a
+        super-frame), or -1 when none does (counted in ``tx_oversize``; TCP resends its
+        bytes in segments of the new MSS)."""
+        size = self._max_frame - headers
+        if size < 1 or -(-payload // size) > self.xsk.tx_capacity:
+            self.tx_oversize += 1
+            return -1
+        return size
+
+    def _on_link_change(self) -> None:
+        """The kernel announced link changes in this namespace: when ours is among
+        them, follow its MTU."""
+        changed = self._link_watch.changed()
+        if self.iface.index not in changed and kernel.LinkWatch.LOST not in changed:
+            return
+        try:
+            mtu = kernel.interface(self.iface.name).mtu
+        except OSError as exc:  # gone or renamed: nothing to follow
+            logger.debug("link %s: %s", self.iface.name, exc)
+            return
+        if mtu and mtu != self.mtu:
+            self.set_mtu(mtu)
+
+    def set_mtu(self, mtu: int) -> None:
+        """The interface's MTU is now ``mtu``: new connections announce and use the MSS
+        it allows (the XDP program's cookie SYN-ACKs too), and when it went down every
+        connection lowers its MSS to fit, as on an ICMP "packet too big"
+        (ConnectionTable.link_mtu); frames already made are cut to fit (_fit)."""
+        old, self.mtu = self.mtu, mtu
+        self._max_frame = wire.ETH_HLEN + mtu
+        tcp = self.settings.tcp
+        tcp.mss = min(self._mss_limit, mtu - 40)
+        self.protection.use_table(self.table)
+        lowered = self.table.link_mtu(mtu) if mtu < old else 0
+        logger.info("%s: MTU %d -> %d: MSS %d for new connections, %d connections lowered",
+                    self.iface.name, old, mtu, tcp.mss, lowered)
+        self.wakeup()
 
     def _send_frames(self, end: int, segments: Sequence[Segment], rest: int) -> bool:
         """Send the frames written so far (``end`` bytes of the TX buffer); True when
@@ -380,9 +435,15 @@ class NetStack:
                 if dst_mac is None:
                     self._no_mac(seg)
                     continue
-                pending.append(wire.build_frame(seg, src_mac=src_mac, dst_mac=dst_mac,
-                                                checksum=False))
-                pending_gso.append(seg.gso_size if len(seg.payload) > seg.gso_size else 0)
+                frame = wire.build_frame(seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False)
+                payload = len(seg.payload)
+                size = seg.gso_size if payload > seg.gso_size else 0
+                if len(frame) - payload + (size or payload) > self._max_frame:
+                    size = self._fit(len(frame) - payload, payload)
+                    if size < 0:
+                        continue
+                pending.append(frame)
+                pending_gso.append(size)
             self.loop.call_later(0.0002, self.wakeup)
         del lengths[:], gso[:]
         return done
@@ -631,6 +692,8 @@ class NetStack:
             "parse_drops": self.parse_drops,
             "tx_stalls": self.tx_stalls,
             "tx_no_mac": self.tx_no_mac,
+            "tx_oversize": self.tx_oversize,
+            "mtu": self.mtu,
             "next_hop_macs": len(self._macs),
             "flows_not_added": self.flows_not_added,
             "core": CORE,
@@ -663,6 +726,8 @@ class NetStack:
             self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
+            self.loop.remove_reader(self._link_watch.fileno())
+            self._link_watch.close()
             if self.settings.attached:
                 # the map outlives this worker: take out the connections a flush cut
                 # short (TX ring full) left in the table

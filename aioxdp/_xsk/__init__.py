@@ -659,7 +659,8 @@ class XskSocket:
 
     def stats(self) -> dict[str, int]:
         """Counters of this socket: rx, tx, rx_dropped_checksum,
-        rx_dropped_malformed, kicks, frame accounting (free_frames,
+        rx_dropped_malformed, kicks, tx_refused (frames the device dropped, e.g.
+        above its MTU), tx_kick_errors, frame accounting (free_frames,
         held_frames, tx_outstanding), ring levels (fill_ring, rx_ring,
         tx_ring, comp_ring) and the kernel's XDP_STATISTICS (rx_dropped,
         rx_invalid_descs, rx_ring_full, rx_fill_ring_empty_descs,

@@ -173,6 +173,8 @@ struct axsk_stats {
     uint64_t rx_raw_records;
     uint64_t tx_gso_frames;
     uint64_t tx_gso_pieces;
+    uint64_t tx_refused;
+    uint64_t tx_kick_errors;
     uint32_t free_frames;
     uint32_t held_frames;
     uint32_t tx_outstanding;

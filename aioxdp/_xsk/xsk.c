@@ -370,6 +370,8 @@ struct axsk_stats {
 	uint64_t rx_raw_records; /* frames it left to Python */
 	uint64_t tx_gso_frames; /* super-frames cut into several frames */
 	uint64_t tx_gso_pieces; /* the frames they were cut into */
+	uint64_t tx_refused; /* frames the device dropped (kick_tx: EBUSY) */
+	uint64_t tx_kick_errors; /* kicks that failed otherwise (kick_tx) */
 	uint32_t free_frames;
 	uint32_t held_frames;
 	uint32_t tx_outstanding; /* in the TX or completion ring */
@@ -448,9 +450,19 @@ static void reclaim(struct axsk *s)
 	s->tx_outstanding -= n;
 }
 
-/* Copy mode transmits inside sendto(), at most a small batch per call
- * (-EAGAIN when more is left), so kick until the TX ring is drained; EBUSY
- * or ENOBUFS leave the rest for the next send() or flush(). */
+/* Copy mode transmits inside sendto(), at most a small batch per call, so
+ * kick until the TX ring is drained (bounded), handling every outcome so
+ * that no frame can hold up the ones behind it:
+ * - success, or EAGAIN (more left; the completion ring or the device queue
+ *   full for now): kick again;
+ * - EBUSY: the device refused one frame (the kernel's NET_XMIT_DROP: veth
+ *   drops a frame larger than the MTU, for one) and stopped after it; the
+ *   frame is consumed and completes like a sent one. Counted in tx_refused,
+ *   and the kicks go on with the frames behind it: TCP resends what it
+ *   carried;
+ * - anything else (ENETDOWN, ENXIO: the link went away; ENOBUFS: no memory)
+ *   moves nothing until that changes: the frames stay queued for the next
+ *   send() or flush(), counted in tx_kick_errors. */
 static void kick_tx(struct axsk *s)
 {
 	uint32_t bound = s->tx.size / 16 + 2;
@@ -459,8 +471,13 @@ static void kick_tx(struct axsk *s)
 		if (s->need_wakeup && !xsk_ring_prod__needs_wakeup(&s->tx))
 			break;
 		s->cnt.tx_kicks++;
-		if (sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN)
-			break;
+		if (sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN) {
+			if (errno != EBUSY) {
+				s->cnt.tx_kick_errors++;
+				break;
+			}
+			s->cnt.tx_refused++;
+		}
 		reclaim(s);
 	}
 	reclaim(s);

@@ -306,15 +306,23 @@ class Connection(Timers):
         if mtu is None:
             self._soft_error = "ICMP destination unreachable"
             return True
+        self.lower_mtu(mtu)
+        return True
+
+    def lower_mtu(self, mtu: int) -> bool:
+        """Fit segments to a path MTU of ``mtu``: an ICMP error's (``icmp_error``), or
+        the interface's own when it shrinks. If the MSS is above it, lower it and resend
+        what is in flight in segments that fit; returns whether it did."""
         overhead = 60 if len(self.remote[0]) == 16 else 40  # IP + TCP headers
         mss = max(mtu - overhead, self.config.min_pmtu_mss)
-        if mss < self.mss:
-            self.mss = mss
-            self._seg_payload = mss - TS_OPTION_LEN if self._ts_ok else mss
-            self._cc.set_mss(self._seg_payload)
-            self.snd_nxt = self.snd_una  # resend in segments that fit
-            self._rtt_seq = None
-            self._notify()
+        if mss >= self.mss:
+            return False
+        self.mss = mss
+        self._seg_payload = mss - TS_OPTION_LEN if self._ts_ok else mss
+        self._cc.set_mss(self._seg_payload)
+        self.snd_nxt = self.snd_una  # resend in segments that fit
+        self._rtt_seq = None
+        self._notify()
         return True
 
     @property

@@ -238,6 +238,19 @@ class ConnectionTable:
         self.stats["icmp-soft-error" if mtu is None else "icmp-path-mtu"] += 1
         self._activity(conn)
 
+    def link_mtu(self, mtu: int) -> int:
+        """The interface's MTU went down to ``mtu``: every connection fits its segments
+        to it as to an ICMP "packet too big" (``Connection.lower_mtu``). New connections
+        take their MSS from ``config.mss``, the caller's. Returns how many were lowered."""
+        lowered = 0
+        for conn in self.connections.values():
+            if conn.state is not CLOSED and conn.lower_mtu(mtu):
+                lowered += 1
+                self._activity(conn)
+        if lowered:
+            self.stats["link-mtu-lowered"] += lowered
+        return lowered
+
     def _listen_input(self, listener: Listener, seg: Segment, now: float,
                       iss: int | None) -> None:
         """RFC 9293 §3.10.7.2, LISTEN state (TCP-CHECKLIST 19)."""
