@@ -794,6 +794,26 @@ def test_icmp_unreachable_is_a_soft_error() -> None:
     assert [type(e) for e in events(table)] == []
 
 
+def test_a_lower_link_mtu_lowers_every_connection_in_flight_or_idle() -> None:
+    """The interface's own MTU going down (the stack reads it through netlink) takes the
+    path-MTU way of an ICMP "packet too big", for idle connections too (no sequence
+    number to quote): what is in flight is resent in segments that fit."""
+    table = make_table()
+    conn, sent = sending_connection(table)
+    assert table.link_mtu(1500) == 0 and conn.mss == 1460  # not lower: nothing to do
+    assert table.link_mtu(1280) == 1 and table.stats["link-mtu-lowered"] == 1
+    assert conn.mss == 1240
+    resent = table.segments_to_send(now=0.02)
+    assert resent[0].seq == sent[0].seq
+    assert max(len(s.payload) for s in resent) == 1240
+    assert table.link_mtu(1280) == 0  # already there
+    end = resent[-1].seq + len(resent[-1].payload)
+    table.receive(seg(ACK, PEER_ISS + 1, end), now=0.03)  # all acknowledged: idle
+    assert table.segments_to_send(now=0.03) == []
+    assert table.link_mtu(1000) == 1 and conn.mss == 960
+    assert table.segments_to_send(now=0.04) == []  # nothing to resend
+
+
 # --- flow changes for the XDP program's `flows` map ---------------------------------------------
 
 KEY = (SERVER, 80, CLIENT, 40000)
