@@ -416,3 +416,34 @@ def test_super_frames_are_queued_whole_or_not_at_all(topology: Topology) -> None
         while s.xsk.flush() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert s.xsk.free_frames == 32
+
+
+@pytest.mark.netns
+def test_a_frame_the_device_refuses_is_counted_and_the_rest_go_on(stack: Stack) -> None:
+    """A frame above the MTU is dropped by veth and the TX kick says EBUSY (MACHINE-NOTES):
+    it is counted in tx_refused, and the frames queued behind it still leave, in the same
+    send and in later ones (the TX path never wedges on it)."""
+    t = stack.topo
+    with t.client():
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sink:
+        sink.bind((t.client_ip, 0))
+        sink.settimeout(5)
+        port = sink.getsockname()[1]
+
+        def udp(payload: bytes) -> bytes:
+            header = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0)
+            return ether(stack.client_mac, stack.server_mac, ip_packet(
+                packed_address(t.server_ip), packed_address(t.client_ip), 17,
+                header + payload))
+
+        for round_ in range(3):
+            frames = [udp(bytes(1600)), *(udp(b"%d.%d" % (round_, i)) for i in range(3))]
+            assert len(frames[0]) > 14 + 1500
+            assert stack.xsk.send(b"".join(frames), [len(f) for f in frames]) == 4
+            assert [sink.recv(2048) for _ in range(3)] == [b"%d.%d" % (round_, i)
+                                                          for i in range(3)]
+        assert stack.xsk.flush() == 0
+    stats = stack.xsk.stats()
+    assert stats["tx_refused"] == 3 and stats["tx_kick_errors"] == 0
+    assert stats["tx"] == 12 and stats["tx_ring"] == 0
