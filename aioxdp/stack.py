@@ -361,8 +361,8 @@ class NetStack:
                 offset = 0
             n = write(buf, offset, seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False)
             size = seg.gso_size if payload > seg.gso_size else 0
-            if n - payload + (size or payload) > max_frame:
-                size = self._fit(n - payload, payload)
+            if n - payload + (size or payload) > max_frame:  # rare: no call otherwise
+                size = self._fit(n - payload, payload, size)
                 if size < 0:
                     continue
             lengths.append(n)
@@ -371,12 +371,15 @@ class NetStack:
         if lengths:
             self._send_frames(offset, segments, len(segments))
 
-    def _fit(self, headers: int, payload: int) -> int:
-        """A frame of ``headers`` + ``payload`` bytes (or its pieces) is longer than the
-        interface takes, which would drop it (the MTU went down since the segment was
-        made): the gso size that cuts it into frames that fit (C cuts it, as a
+    def _fit(self, headers: int, payload: int, size: int) -> int:
+        """The gso size for a frame of ``headers`` + ``payload`` bytes to be sent with
+        gso size ``size`` (0: whole): ``size`` when it (or each piece) fits the MTU; when
+        longer than the interface takes, which would drop it (the MTU went down since the
+        segment was made), the size that cuts it into frames that fit (C cuts it, as a
         super-frame), or -1 when none does (counted in ``tx_oversize``; TCP resends its
         bytes in segments of the new MSS)."""
+        if headers + (size or payload) <= self._max_frame:
+            return size
         size = self._max_frame - headers
         if size < 1 or -(-payload // size) > self.xsk.tx_capacity:
             self.tx_oversize += 1
@@ -407,10 +410,28 @@ class NetStack:
         tcp = self.settings.tcp
         tcp.mss = min(self._mss_limit, mtu - 40)
         self.protection.use_table(self.table)
-        lowered = self.table.link_mtu(mtu) if mtu < old else 0
+        lowered = 0
+        if mtu < old:
+            lowered = self.table.link_mtu(mtu)
+            self._refit_pending()
         logger.info("%s: MTU %d -> %d: MSS %d for new connections, %d connections lowered",
                     self.iface.name, old, mtu, tcp.mss, lowered)
         self.wakeup()
+
+    def _refit_pending(self) -> None:
+        """Frames waiting for room in the TX ring (``_pending_tx``, TCP segments as
+        ``_transmit`` wrote them) cut to a lowered MTU, or dropped (``_fit``)."""
+        frames, sizes = [], array("H")
+        for frame, size in zip(self._pending_tx, self._pending_gso, strict=True):
+            l4 = wire.ETH_HLEN + (wire.IPV6_HLEN if frame[wire.ETH_HLEN] >> 4 == 6
+                                  else (frame[wire.ETH_HLEN] & 0x0F) * 4)
+            headers = l4 + (frame[l4 + 12] >> 4) * 4
+            size = self._fit(headers, len(frame) - headers, size)
+            if size < 0:
+                continue
+            frames.append(frame)
+            sizes.append(size)
+        self._pending_tx, self._pending_gso = frames, sizes
 
     def _send_frames(self, end: int, segments: Sequence[Segment], rest: int) -> bool:
         """Send the frames written so far (``end`` bytes of the TX buffer); True when
@@ -438,10 +459,9 @@ class NetStack:
                 frame = wire.build_frame(seg, src_mac=src_mac, dst_mac=dst_mac, checksum=False)
                 payload = len(seg.payload)
                 size = seg.gso_size if payload > seg.gso_size else 0
-                if len(frame) - payload + (size or payload) > self._max_frame:
-                    size = self._fit(len(frame) - payload, payload)
-                    if size < 0:
-                        continue
+                size = self._fit(len(frame) - payload, payload, size)
+                if size < 0:
+                    continue
                 pending.append(frame)
                 pending_gso.append(size)
             self.loop.call_later(0.0002, self.wakeup)

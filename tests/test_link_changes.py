@@ -10,11 +10,13 @@ import hashlib
 import random
 import select
 import socket
+from array import array
 
 import pytest
 
+import aioxdp
 from aioxdp.tcp import wire
-from aioxdp.tcp.segment import ACK, SYN
+from aioxdp.tcp.segment import ACK, SYN, Segment
 from aioxdp.topology import Topology
 
 from .stackhelpers import peer_python, run_on_stack
@@ -125,3 +127,31 @@ def test_lowering_the_mtu_mid_transfer_neither_wedges_nor_corrupts(
         server.close()
 
     run_on_stack(t, main, timeout=60)
+
+
+def test_frames_waiting_for_the_tx_ring_are_cut_to_a_lowered_mtu(topology: Topology) -> None:
+    """Frames made before the MTU went down and still waiting for room in the TX ring
+    are cut to the new MTU (C cuts them as super-frames) rather than refused."""
+    t = topology
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stack = loop._stack()  # type: ignore[attr-defined]
+        src, dst = stack.addresses[0], bytes([198, 18, 0, 99])
+        frames = [wire.build_frame(Segment(src, dst, 7000, 40000, 1, 1, ACK, 512,
+                                           bytes(size)), src_mac=bytes(6), dst_mac=bytes(6))
+                  for size in (100, 1448, 4 * 1448)]
+        stack._pending_tx[:] = frames
+        stack._pending_gso[:] = array("H", [0, 0, 1448])
+        stack.set_mtu(SMALL_MTU)
+        headers = wire.ETH_HLEN + 20 + 20
+        assert list(stack._pending_gso) == [0, *[wire.ETH_HLEN + SMALL_MTU - headers] * 2]
+        assert stack._pending_tx == frames and stack.tx_oversize == 0
+        assert stack.settings.tcp.mss == SMALL_MTU - 40
+        stack._pending_tx[:] = []
+        stack._pending_gso[:] = array("H")
+        stack.set_mtu(1500)
+        assert stack.settings.tcp.mss == 1460
+
+    with t.server():  # nothing crosses the link: no run_on_stack, which asks for traffic
+        aioxdp.run(main(), interface=t.server_if, stats=False)
