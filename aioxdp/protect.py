@@ -13,7 +13,9 @@ process on the host:
   remounts /sys and hides bpffs pins made elsewhere.
 
 Rules apply only to traffic aimed at the stack's own flows; everything else is
-the kernel's and passes untouched. Order in the program: malformed, deny list,
+the kernel's and passes untouched. Order in the program: malformed, segments with
+none of SYN, ACK, RST when ``drop_no_ack`` is on (by default they go on, so that a
+port of no connection answers them with RST,ACK, RFC 9293 §3.10.7.1), deny list,
 allow list (allow-only mode), rate limit, SYN cookies, established flows.
 
 Established flows: the stack enters every connection it holds (accepted from
