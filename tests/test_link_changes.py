@@ -19,7 +19,7 @@ from aioxdp.tcp import wire
 from aioxdp.tcp.segment import ACK, SYN, Segment
 from aioxdp.topology import Topology
 
-from .stackhelpers import peer_python, run_on_stack
+from .stackhelpers import BASE_LOOPS, peer_python, run_on_stack
 from .test_protect import capture
 
 pytestmark = pytest.mark.netns
@@ -72,8 +72,9 @@ def fetch(t: Topology, size: int) -> tuple[bytes, list[bytes]]:
     return bytes(data), frames
 
 
+@pytest.mark.parametrize("base", BASE_LOOPS)
 def test_lowering_the_mtu_mid_transfer_neither_wedges_nor_corrupts(
-        topology: Topology) -> None:
+        topology: Topology, base: str) -> None:
     """4 MB from the stack to a Linux reader. A quarter of the way in, the peer's veth
     goes to MTU 1280: the stack's full-size frames are refused by the kernel (counted,
     sending goes on behind them); then the stack's own veth follows, which the stack reads
@@ -126,7 +127,7 @@ def test_lowering_the_mtu_mid_transfer_neither_wedges_nor_corrupts(
         assert sum(len(seg.payload) for seg in segments) >= small
         server.close()
 
-    run_on_stack(t, main, timeout=60)
+    run_on_stack(t, main, loop=base, timeout=60)
 
 
 def test_frames_waiting_for_the_tx_ring_are_cut_to_a_lowered_mtu(topology: Topology) -> None:
