@@ -61,6 +61,22 @@ def stack_of_running_loop() -> NetStack:
     return loop.xdp_stack
 
 
+def record_connections(loop: asyncio.AbstractEventLoop) -> list[asyncio.BaseTransport]:
+    """The transports ``loop.create_connection`` returns from now on, for the test to look
+    at: aiohttp releases a response's connection once its body is in, so
+    ``response.connection`` may already be None when a small answer came whole."""
+    made: list[asyncio.BaseTransport] = []
+    create = loop.create_connection
+
+    async def recording(*args: Any, **kwargs: Any) -> Any:
+        transport, protocol = await create(*args, **kwargs)
+        made.append(transport)
+        return transport, protocol
+
+    loop.create_connection = recording  # type: ignore[method-assign]
+    return made
+
+
 async def in_server_ns(topo: Topology, *cmd: str, **kwargs: Any) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec("ip", "netns", "exec", topo.server_ns, *cmd,
                                                 **kwargs)
@@ -84,13 +100,12 @@ def test_aiohttp_default_client_reaches_kernel_server_through_the_stack(
         proc = await peer_server(topology, KERNEL_HTTP, KERNEL_PORT)
         try:
             answers = []
+            made = record_connections(asyncio.get_running_loop())
             async with aiohttp.ClientSession() as session:  # the default TCPConnector
                 for _ in range(3):  # keep-alive: one connection, reused
                     async with session.get(url) as response:
-                        assert response.connection is not None
-                        transport = response.connection.transport
-                        assert isinstance(transport, XdpTransport), transport
                         answers.append(await response.text())
+                assert len(made) == 1 and isinstance(made[0], XdpTransport), made
                 stack = stack_of_running_loop()
                 remotes = [conn.remote for conn in stack.table.connections.values()]
                 assert remotes == [(socket.inet_aton(topology.client_ip), KERNEL_PORT)]
@@ -124,11 +139,10 @@ def test_aiohttp_https_client_through_the_stack(topology: Topology, tmp_path: Pa
         try:
             context = ssl.create_default_context(cafile=cert)
             context.check_hostname = False  # the certificate names aioxdp.test
+            made = record_connections(asyncio.get_running_loop())
             async with aiohttp.ClientSession() as session, session.get(
                     f"https://{topology.client_ip}:{KERNEL_PORT}/", ssl=context) as response:
-                assert response.connection is not None
-                transport = response.connection.transport
-                assert transport is not None
+                (transport,) = made
                 raw = transport.get_extra_info("ssl_object")
                 # asyncio's SSL transport over the stack's connection
                 assert isinstance(transport.get_extra_info("socket"), XdpSocket)
