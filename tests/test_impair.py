@@ -66,10 +66,9 @@ def test_duplication_gives_dup_replies(topology: Topology) -> None:
         counters = link.counters()
     dups = output.count("DUP!")
     assert (counters.seen, counters.dropped) == (20, 0)
-    # the clone leaves first, so the original's reply is the DUP!; ping exits
-    # on its 20th reply and may not wait for the last one's duplicate
-    assert counters.duplicated - 1 <= dups <= counters.duplicated
-    assert dups > 0
+    # ping exits on its 20th distinct reply: duplicates still on the way then (the last
+    # one's, or an earlier one's overtaken on a loaded machine) are never counted
+    assert 0 < dups <= counters.duplicated
 
 
 def test_ingress_and_rate_change(topology: Topology) -> None:
