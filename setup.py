@@ -101,8 +101,7 @@ def core_extensions(stamp: object) -> list:
     except ImportError:
         print("aioxdp: mypyc (pip package mypy) not found: the TCP core stays pure Python")
         return []
-    if "--inplace" in sys.argv and stamp._compiled_present(CORE) and \
-            stamp.BUILD_STAMP.exists() and stamp.BUILD_STAMP.read_text().strip() == SOURCE_HASH:
+    if "--inplace" in sys.argv and stamp.compiled_state(CORE) == "current":
         return []  # scripts/setup.sh's incremental rebuild: nothing changed
     paths = [str(path.relative_to(HERE)) for path in stamp.sources()]
     # mypy also reads the package around the core (aioxdp/__init__.py and what it

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["CORE", "CORE_REASON", "choose", "source_hash"]
+__all__ = ["CORE", "CORE_REASON", "choose", "compiled_state", "source_hash"]
 
 HERE = Path(__file__).resolve().parent
 # Written by the build beside the extension modules: the source_hash() they came from.
@@ -51,9 +51,18 @@ def source_hash(root: Path = HERE) -> str:
     return digest.hexdigest()
 
 
-def _compiled_present(root: Path) -> bool:
-    return any((root / ("connection" + suffix)).exists()
-               for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+def compiled_state(root: Path) -> str:
+    """"current" when the package at ``root`` has extension modules built from the
+    sources there now, "stale" when they are older, "absent" when there are none
+    (the build asks this too, to skip an in-place rebuild that has nothing to do)."""
+    if not any((root / ("connection" + suffix)).exists()
+               for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+        return "absent"
+    try:
+        stamp = (root / BUILD_STAMP.name).read_text().strip()
+    except OSError:
+        stamp = ""
+    return "current" if stamp == source_hash(root) else "stale"
 
 
 class _SourcesFirst(importlib.abc.MetaPathFinder):
@@ -78,13 +87,10 @@ def choose(root: Path, environ: Mapping[str, str]) -> tuple[str, str]:
     pure = environ.get(PURE_ENV, "")
     if pure not in ("", "0"):
         return "pure", f"{PURE_ENV}={pure}"
-    if not _compiled_present(root):
+    state = compiled_state(root)
+    if state == "absent":
         return "pure", "not compiled (built without mypyc)"
-    try:
-        stamp = (root / BUILD_STAMP.name).read_text().strip()
-    except OSError:
-        stamp = ""
-    if stamp != source_hash(root):
+    if state == "stale":
         logging.getLogger("aioxdp").warning(
             "aioxdp: the compiled TCP core is older than its sources: using the pure-Python "
             "core; rebuild with `make` or `python setup.py build_ext --inplace`")
