@@ -22,6 +22,7 @@ import logging
 from collections.abc import Sequence
 
 from . import kernel, protect_cli, serving, statsview, topo_cli
+from .polling import MODES as POLL_MODES
 from .serving import DEFAULT_HTTP_PORT, ServeOptions, TargetError
 from .settings import Settings
 from .workers import run_workers
@@ -47,8 +48,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "passed to a main(port=...) that takes it")
     parser.add_argument("--mode", choices=("skb", "native"),
                         help="XDP attach mode (env AIOXDP_MODE)")
-    parser.add_argument("--poll", choices=("wakeup", "busy"),
-                        help="sleep in the selector, or poll the rings every loop iteration "
+    parser.add_argument("--poll", choices=POLL_MODES,
+                        help="sleep in the selector until frames come, poll the rings every "
+                             "loop iteration, or adaptive: poll while frames keep coming "
                              "(env AIOXDP_POLL)")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"),
                         help="base event loop (env AIOXDP_LOOP; auto: uvloop when installed)")

@@ -11,6 +11,7 @@ import os
 import socket
 from dataclasses import dataclass, field, fields
 
+from .polling import MODES as POLL_MODES
 from .tcp.config import TcpConfig
 
 ENV_PREFIX = "AIOXDP_"
@@ -51,9 +52,12 @@ class Settings:
       no bypass stack; every call goes to the base loop's kernel sockets).
     queue: the RX queue whose AF_XDP socket this loop owns.
     mode: "skb" (generic XDP, any driver) or "native" (driver XDP).
-    poll: "wakeup" (sleep in the selector until the socket is readable) or
+    poll: "wakeup" (sleep in the selector until the socket is readable),
       "busy" (poll the rings on every loop iteration: lowest latency, one
-      core at 100%).
+      core at 100%) or "adaptive" (poll while frames keep coming, sleep once
+      they stop; aioxdp/polling.py has the rule).
+    poll_budget_us: adaptive mode's longest polling after the last batch
+      before the loop sleeps, in µs (what an idle spell costs at most).
     port_range: local ports for outgoing connections; the kernel is told
       never to pick them (net.ipv4.ip_local_reserved_ports).
     zerocopy: ask for zero-copy AF_XDP (falls back to copy mode, with a
@@ -85,6 +89,7 @@ class Settings:
     queue: int = 0
     mode: str = "skb"
     poll: str = "wakeup"
+    poll_budget_us: int = 50
     port_range: tuple[int, int] = (61000, 64999)
     zerocopy: bool = False
     loop: str = "auto"
@@ -102,8 +107,10 @@ class Settings:
             raise ValueError(f"mode must be 'skb' or 'native', not {self.mode!r}")
         if self.loop not in ("auto", "asyncio", "uvloop"):
             raise ValueError(f"loop must be 'auto', 'asyncio' or 'uvloop', not {self.loop!r}")
-        if self.poll not in ("wakeup", "busy"):
-            raise ValueError(f"poll must be 'wakeup' or 'busy', not {self.poll!r}")
+        if self.poll not in POLL_MODES:
+            raise ValueError(f"poll must be {one_of(POLL_MODES)}, not {self.poll!r}")
+        if self.poll_budget_us < 0:
+            raise ValueError(f"poll_budget_us must not be negative, not {self.poll_budget_us}")
         if self.workers > 1 and not (
                 self.queue < self.workers <= port_count(self.port_range)):
             raise ValueError(f"queue {self.queue} of {self.workers} workers: needs "
@@ -134,8 +141,14 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
-_CHOICES = {"mode": ("skb", "native"), "poll": ("wakeup", "busy"),
+_CHOICES = {"mode": ("skb", "native"), "poll": POLL_MODES,
             "loop": ("auto", "asyncio", "uvloop")}
+
+
+def one_of(choices: tuple[str, ...]) -> str:
+    """'a', 'b' or 'c': the choices as a message names them."""
+    quoted = [repr(c) for c in choices]
+    return " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
 
 
 def _from_text(name: str, raw: str) -> object:
@@ -145,7 +158,7 @@ def _from_text(name: str, raw: str) -> object:
         return _parse_range(raw)
     if name in ("zerocopy", "attached", "stats", "adopt_sockets"):
         return raw.lower() in ("1", "yes", "true", "on")
-    if name in ("queue", "batch", "frames", "workers"):
+    if name in ("queue", "batch", "frames", "workers", "poll_budget_us"):
         if not raw.strip().isdigit():
             raise ValueError(f"{name} must be a whole number (e.g. 0)")
         return int(raw)
@@ -155,5 +168,5 @@ def _from_text(name: str, raw: str) -> object:
         except ValueError:
             raise ValueError("secret must be hexadecimal") from None
     if name in _CHOICES and raw not in _CHOICES[name]:
-        raise ValueError(f"{name} must be " + " or ".join(repr(c) for c in _CHOICES[name]))
+        raise ValueError(f"{name} must be {one_of(_CHOICES[name])}")
     return raw

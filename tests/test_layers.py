@@ -22,8 +22,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aioxdp"
 # "." covers a package and everything in it; any other name is one module.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("the sans-IO TCP core", ("aioxdp.tcp.",)),
-    ("the platform: settings, netlink, the AF_XDP rings, test topologies",
-     ("aioxdp.settings", "aioxdp.kernel", "aioxdp._xsk.", "aioxdp.topology")),
+    ("the platform: settings, the poll rule, netlink, the AF_XDP rings, test topologies",
+     ("aioxdp.settings", "aioxdp.polling", "aioxdp.kernel", "aioxdp._xsk.",
+      "aioxdp.topology")),
     ("what runs beside the rings: protection rules, the workers' relay, the stats socket",
      ("aioxdp.protect", "aioxdp.relay", "aioxdp.statsserver", "aioxdp.strays",
       "aioxdp.impair")),
