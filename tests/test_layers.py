@@ -138,8 +138,8 @@ def late():
     assert upward_imports("from ..protect import Protection\n", "aioxdp._xsk",
                           is_package=True) == [
         "aioxdp._xsk:1 imports aioxdp.protect (what runs beside the rings: protection rules, "
-        "the workers' relay, the stats socket) from below (the platform: settings, netlink, "
-        "the AF_XDP rings, test topologies)",
+        "the workers' relay, the stats socket) from below (the platform: settings, the poll rule, "
+        "netlink, the AF_XDP rings, test topologies)",
     ]
     assert upward_imports("import aioxdp.tcp.wire\nfrom ._xsk import lib\n",
                           "aioxdp.protect") == []
