@@ -95,6 +95,8 @@ class Interface:
     mtu: int
     addresses: list[Address] = field(default_factory=list)
     queues: int = 1  # rx queues an AF_XDP socket can bind to
+    up: bool = True  # administratively up (IFF_UP: `ip link set dev X up`)
+    carrier: bool = True  # the lower layer is up (IFF_LOWER_UP; a veth: its peer is up too)
 
 
 def _family(addr: bytes) -> int:
@@ -175,18 +177,22 @@ def netns_name() -> str:
 
 # capability numbers (linux/capability.h); CAP_SYS_ADMIN stands in for CAP_BPF
 _CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_BPF": 39, "CAP_NET_RAW": 13}
-_CAP_SYS_ADMIN = 21
+CAP_SYS_ADMIN = 21
+
+
+def capable(bit: int) -> bool:
+    """Does the calling thread have capability number ``bit`` (effective)?"""
+    with open("/proc/thread-self/status") as status:
+        effective = next(int(line.split()[1], 16) for line in status
+                         if line.startswith("CapEff:"))
+    return bool(effective >> bit & 1)
 
 
 def missing_capabilities() -> list[str]:
     """The capabilities a stack needs that the calling thread lacks: CAP_NET_ADMIN
     (attach XDP), CAP_BPF (load the program and its maps), CAP_NET_RAW (AF_XDP socket)."""
-    with open("/proc/thread-self/status") as status:
-        effective = next(int(line.split()[1], 16) for line in status
-                         if line.startswith("CapEff:"))
     return [name for name, bit in _CAPABILITIES.items()
-            if not effective >> bit & 1
-            and not (name == "CAP_BPF" and effective >> _CAP_SYS_ADMIN & 1)]
+            if not capable(bit) and not (name == "CAP_BPF" and capable(CAP_SYS_ADMIN))]
 
 
 def require_capabilities(interface: str) -> None:
@@ -198,6 +204,9 @@ def require_capabilities(interface: str) -> None:
 
 
 # --- interfaces ------------------------------------------------------------------
+
+IFF_UP = 0x1  # linux/if.h
+IFF_LOWER_UP = 0x10000
 
 def interface(name: str) -> Interface:
     """Index, MAC, MTU, addresses and rx queue count of ``name``."""
@@ -223,6 +232,8 @@ def interface(name: str) -> Interface:
         mtu=link.get("IFLA_MTU"),
         addresses=addresses,
         queues=_rx_queues(name) or link.get("IFLA_NUM_RX_QUEUES") or 1,
+        up=bool(link["flags"] & IFF_UP),
+        carrier=bool(link["flags"] & IFF_LOWER_UP),
     )
 
 
@@ -644,26 +655,33 @@ def release_ports(lo: int, hi: int) -> None:
 
 
 RTMGRP_LINK = 1  # linux/rtnetlink.h: the multicast group of RTM_NEWLINK/RTM_DELLINK
+RTMGRP_IPV4_IFADDR = 0x10  # ... of RTM_NEWADDR/RTM_DELADDR, IPv4
+RTMGRP_IPV6_IFADDR = 0x100  # ... and IPv6
 _NLMSG = struct.Struct("=IHHII")  # struct nlmsghdr
-_IFINFO_INDEX = struct.Struct("=i")  # ifinfomsg.ifi_index, 4 bytes into the message body
+# the interface index, 4 bytes into the message body: ifinfomsg.ifi_index of a link
+# message, ifaddrmsg.ifa_index of an address message
+_BODY_INDEX = struct.Struct("=i")
 
 
 class LinkWatch:
-    """Link changes as the kernel announces them: a non-blocking rtnetlink socket in
-    the RTMGRP_LINK group, opened in the calling thread's network namespace, for an
-    event loop's ``add_reader``. ``changed()`` drains it and names the interfaces
-    (by index) that an RTM_NEWLINK or RTM_DELLINK was about; what changed is read
-    again with ``interface``. When the socket's buffer overflowed (ENOBUFS: events
-    were lost), ``changed()`` includes ``LOST``: read everything again."""
+    """Link and address changes as the kernel announces them: a non-blocking rtnetlink
+    socket in the RTMGRP_LINK, RTMGRP_IPV4_IFADDR and RTMGRP_IPV6_IFADDR groups, opened
+    in the calling thread's network namespace, for an event loop's ``add_reader``.
+    ``changed()`` drains it and names the interfaces (by index) that an RTM_NEWLINK,
+    RTM_DELLINK, RTM_NEWADDR or RTM_DELADDR was about (MTU, up/down, carrier, an
+    address added or removed); what changed is read again with ``interface``. When the
+    socket's buffer overflowed (ENOBUFS: events were lost), ``changed()`` includes
+    ``LOST``: read everything again."""
 
     LOST = -1
+    GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK,
                                   socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                                   socket.NETLINK_ROUTE)
         try:
-            self.sock.bind((0, RTMGRP_LINK))
+            self.sock.bind((0, self.GROUPS))
         except OSError:
             self.sock.close()
             raise
@@ -684,11 +702,11 @@ class LinkWatch:
                 out.add(self.LOST)
                 continue
             pos = 0
-            while pos + _NLMSG.size + _IFINFO_INDEX.size + 4 <= len(data):
+            while pos + _NLMSG.size + _BODY_INDEX.size + 4 <= len(data):
                 length = _NLMSG.unpack_from(data, pos)[0]
                 if length < _NLMSG.size:
                     break
-                out.add(_IFINFO_INDEX.unpack_from(data, pos + _NLMSG.size + 4)[0])
+                out.add(_BODY_INDEX.unpack_from(data, pos + _NLMSG.size + 4)[0])
                 pos += (length + 3) & ~3  # NLMSG_ALIGN
 
     def close(self) -> None:

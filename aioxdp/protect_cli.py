@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from . import kernel
 from .protect import Protection, parse_prefix
 
 __all__ = ["register", "run", "main"]
@@ -144,6 +145,14 @@ def _print_listing(protection: Protection, as_json: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out a parsed ``filter`` command; returns the exit status."""
+    if not kernel.capable(kernel.CAP_SYS_ADMIN):
+        # The program is found by id: BPF_PROG_GET_FD_BY_ID and BPF_MAP_GET_FD_BY_ID
+        # take CAP_SYS_ADMIN, and neither CAP_BPF nor CAP_NET_ADMIN stands in for it.
+        # Said before libxdp's "couldn't get program fd" and a misleading ENOENT.
+        print(f"aioxdp filter: changing or reading the XDP program of {args.interface} needs "
+              "CAP_SYS_ADMIN (the kernel opens another process's BPF program by id for no "
+              "less), which this process lacks: run as root", file=sys.stderr)
+        return 1
     try:
         protection = Protection.attach(args.interface)
     except (FileNotFoundError, OSError) as exc:

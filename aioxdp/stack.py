@@ -109,6 +109,10 @@ class NextHopMacs:
         return len(self.recent) + len(self.older)
 
 
+def _text(addr: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6 if len(addr) == 16 else socket.AF_INET, addr)
+
+
 class _Opening:
     """An active open waiting for its handshake: who to tell, and what protocol to build."""
 
@@ -184,7 +188,12 @@ class NetStack:
         # the longest frame the interface takes: longer ones are cut or dropped (_fit)
         self._max_frame = wire.ETH_HLEN + self.mtu
         self.tx_oversize = 0  # segments dropped for not fitting the MTU, even cut
-        # the interface's MTU followed while serving (_on_link_change)
+        # the interface followed while serving (_on_link_change): its MTU, up/down and
+        # carrier, and addresses added or removed
+        self.link_up = self.iface.up and self.iface.carrier
+        self.link_downs = 0  # times the link went down (administratively or carrier lost)
+        self.addresses_added = 0
+        self.addresses_removed = 0
         self._link_watch = kernel.LinkWatch()
         loop.add_reader(self._link_watch.fileno(), self._on_link_change)
         self._macs = NextHopMacs(MAX_MACS)
@@ -387,18 +396,71 @@ class NetStack:
         return size
 
     def _on_link_change(self) -> None:
-        """The kernel announced link changes in this namespace: when ours is among
-        them, follow its MTU."""
+        """The kernel announced link or address changes in this namespace: when ours is
+        among them, follow its MTU (``set_mtu``), its state (``_set_link_state``) and
+        its addresses (``_set_addresses``)."""
         changed = self._link_watch.changed()
-        if self.iface.index not in changed and kernel.LinkWatch.LOST not in changed:
+        if self._closed or (self.iface.index not in changed
+                            and kernel.LinkWatch.LOST not in changed):
             return
         try:
-            mtu = kernel.interface(self.iface.name).mtu
+            iface = kernel.interface(self.iface.name)
         except OSError as exc:  # gone or renamed: nothing to follow
             logger.debug("link %s: %s", self.iface.name, exc)
             return
-        if mtu and mtu != self.mtu:
-            self.set_mtu(mtu)
+        if iface.index != self.iface.index:
+            return  # another device now has the name
+        if iface.mtu and iface.mtu != self.mtu:
+            self.set_mtu(iface.mtu)
+        self._set_link_state(iface.up, iface.carrier)
+        self._set_addresses([addr for addr, _plen, _fam in iface.addresses])
+
+    def _set_link_state(self, up: bool, carrier: bool) -> None:
+        """Link down (``ip link set down``, or the carrier lost: a cable, a veth's peer):
+        logged and counted, and nothing else. Connections stay, as Linux keeps its
+        sockets: what the kernel refuses to send meanwhile is dropped and counted
+        (``xsk.tx_refused``, ``tx_kick_errors``) and TCP retransmits it, so a short flap
+        costs a retransmission timeout; one longer than the retransmissions last
+        (TcpConfig.max_retransmits) fails those connections that had bytes in flight."""
+        now_up = up and carrier
+        if now_up == self.link_up:
+            return
+        self.link_up = now_up
+        if not now_up:
+            self.link_downs += 1
+            logger.warning("%s: link down (%s): connections kept, TCP retransmits once "
+                           "it is back", self.iface.name,
+                           "no carrier" if up else "administratively down")
+        else:
+            logger.warning("%s: link up again", self.iface.name)
+            self.wakeup()
+
+    def _set_addresses(self, addresses: list[bytes]) -> None:
+        """The interface's addresses are now ``addresses``: a new one is served by the
+        wildcard listeners and may be a source, and one removed no longer is (the XDP
+        program's local addresses and listeners follow). Connections on a removed
+        address stay, as Linux keeps their sockets."""
+        added = [addr for addr in addresses if addr not in self.addresses]
+        removed = [addr for addr in self.addresses if addr not in addresses]
+        if not added and not removed:
+            return
+        self.addresses = list(addresses)
+        wildcard_ports = [listener.port for listener in self._servers if listener.addr == b""]
+        for addr in removed:
+            self.addresses_removed += 1
+            for port in wildcard_ports:
+                self.program.remove_listener(addr, port)
+            self.program.remove_local_address(addr)
+            logger.warning("%s: address %s removed: no longer served", self.iface.name,
+                           _text(addr))
+        for addr in added:
+            self.addresses_added += 1
+            self.program.add_local_address(addr)
+            for port in wildcard_ports:
+                self.program.add_listener(addr, port)
+            logger.info("%s: address %s added%s", self.iface.name, _text(addr),
+                        f": served on port{'s' * (len(wildcard_ports) > 1)} "
+                        f"{', '.join(map(str, wildcard_ports))}" if wildcard_ports else "")
 
     def set_mtu(self, mtu: int) -> None:
         """The interface's MTU is now ``mtu``: new connections announce and use the MSS
@@ -464,7 +526,7 @@ class NetStack:
                     continue
                 pending.append(frame)
                 pending_gso.append(size)
-            self.loop.call_later(0.0002, self.wakeup)
+            self._retry_tx_later()
         del lengths[:], gso[:]
         return done
 
@@ -509,6 +571,13 @@ class NetStack:
         if added:
             self.flows_not_added += self.program.add_flows(added)
 
+    def _retry_tx_later(self) -> None:
+        """The TX ring had no room: try again shortly. Not while the link is down, when
+        the kernel takes nothing from the ring (ENETDOWN) and retrying would spin: the
+        link coming back up retries (_set_link_state)."""
+        if self.link_up:
+            self.loop.call_later(0.0002, self.wakeup)
+
     def _send_pending(self) -> bool:
         """Retry frames the TX ring had no room for; True when all went out."""
         pending = self._pending_tx
@@ -516,7 +585,7 @@ class NetStack:
         sent = self.xsk.send(b"".join(pending), lengths, self._pending_gso)
         del pending[:sent], self._pending_gso[:sent]
         if pending:
-            self.loop.call_later(0.0002, self.wakeup)
+            self._retry_tx_later()
             return False
         return True
 
@@ -714,6 +783,9 @@ class NetStack:
             "tx_no_mac": self.tx_no_mac,
             "tx_oversize": self.tx_oversize,
             "mtu": self.mtu,
+            "link": {"up": self.link_up, "downs": self.link_downs,
+                     "addresses_added": self.addresses_added,
+                     "addresses_removed": self.addresses_removed},
             "next_hop_macs": len(self._macs),
             "flows_not_added": self.flows_not_added,
             "core": CORE,

@@ -62,7 +62,7 @@ def python_program(tmp_path: Path, source: str) -> str:
     ("AIOXDP_PORT_RANGE", "abc-def", "AIOXDP_PORT_RANGE='abc-def': port range must look like "
                                      "LOW-HIGH (e.g. 61000-64999), not 'abc-def'"),
     ("AIOXDP_MODE", "bogus", "AIOXDP_MODE='bogus': mode must be 'skb' or 'native'"),
-    ("AIOXDP_POLL", "spin", "AIOXDP_POLL='spin': poll must be 'wakeup' or 'busy'"),
+    ("AIOXDP_POLL", "spin", "AIOXDP_POLL='spin': poll must be 'wakeup', 'busy' or 'adaptive'"),
 ])
 def test_bad_variable_is_named_with_its_form(variable: str, value: str, message: str) -> None:
     result = aioxdp("run", APP, "--interface", "lo", env={variable: value})
@@ -231,4 +231,44 @@ def test_filter_with_a_bad_prefix_changes_nothing(topology: Topology, tmp_path: 
         good = filter_cmd("deny", "198.18.7.0/24", "198.18.9.9")
         assert good.returncode == 0, good.stderr
         assert sorted(str(r["prefix"]) for r in rules()) == ["198.18.7.0/24", "198.18.9.9/32"]
+        assert app.stop() == 0, app.log_tail()
+
+
+FILTER_NEEDS = ("aioxdp filter: changing or reading the XDP program of {dev} needs "
+                "CAP_SYS_ADMIN (the kernel opens another process's BPF program by id for no "
+                "less), which this process lacks: run as root")
+
+
+@pytest.mark.netns
+def test_filter_without_cap_sys_admin_names_it(topology: Topology, tmp_path: Path) -> None:
+    """``aioxdp filter`` opens the running server's program by id, which takes
+    CAP_SYS_ADMIN (CAP_BPF does not do): without it, one line naming it, exit 1, and
+    nothing changed; with CAP_SYS_ADMIN alone (CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF
+    dropped) the command works."""
+    dev = topology.server_if
+
+    def filter_cmd(*wrapper: str, args: tuple[str, ...] = ("deny", "198.18.7.0/24")
+                   ) -> subprocess.CompletedProcess[str]:
+        return in_ns(topology, *wrapper, sys.executable, "-m", "aioxdp", "filter", *args,
+                     "--interface", dev)
+
+    drop = ("capsh", "--drop=cap_sys_admin", "--", "-c", 'exec "$0" "$@"')
+    nobody = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+    cmd = aioxdp_run(APP, "--interface", dev, "--host", topology.server_ip)
+    with AppProcess(topology, cmd, cwd=ROOT, log=tmp_path / "app.log") as app:
+        assert curl_until_answered(topology, app, f"http://{topology.server_ip}:8080/")
+        for wrapper in (nobody, drop):
+            for args in (("deny", "198.18.7.0/24"), ("list",)):
+                result = filter_cmd(*wrapper, args=args)
+                assert result.returncode == FAILURE
+                assert result.stderr == FILTER_NEEDS.format(dev=dev) + "\n"
+        listing = filter_cmd(args=("list", "--json"))
+        assert listing.returncode == 0, listing.stderr
+        assert json.loads(listing.stdout)["rules"] == []  # nothing was applied
+        only_sys_admin = ("capsh", "--drop=cap_net_admin,cap_net_raw,cap_bpf", "--", "-c",
+                          'exec "$0" "$@"')
+        result = filter_cmd(*only_sys_admin)
+        assert result.returncode == 0, result.stderr
+        listing = filter_cmd(args=("list", "--json"))
+        assert [r["prefix"] for r in json.loads(listing.stdout)["rules"]] == ["198.18.7.0/24"]
         assert app.stop() == 0, app.log_tail()
