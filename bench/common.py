@@ -63,26 +63,39 @@ def write_sys(topo: Topology, ns: str, path: str, value: str) -> None:
     topo.exec(ns, "sh", "-c", f"echo {value} > {path}")
 
 
+def queue_cpu(queue: int) -> int:
+    """The core that server RX queue ``queue``'s receive work (and its worker) runs on:
+    queue 0 on SERVER_CPU, queue k on core k (modulo the cores), as a NIC's
+    interrupt affinity would spread them."""
+    return (SERVER_CPU + queue) % (os.cpu_count() or 1)
+
+
 @contextlib.contextmanager
-def fair_topology(mode: str = "skb") -> Iterator[Topology]:
+def fair_topology(mode: str = "skb", queues: int = 1) -> Iterator[Topology]:
     """A Topology with each side's receive work on its own side's core (RPS; module doc).
 
     ``mode`` is the XDP mode the run will use. Native mode needs one more
     step that can only happen once a program is attached (``steer_napi``,
     which ``Server`` calls); it is checked here so a typo fails before any
-    measurement.
+    measurement. ``queues`` > 1: a multi-queue veth (for ``--workers``), the
+    server's RX queue k steered to core ``queue_cpu(k)``, all of the client's
+    to CLIENT_CPU.
     """
     if mode not in ("skb", "native"):
         raise ValueError(f"XDP mode must be 'skb' or 'native', not {mode!r}")
-    with Topology() as topo:
-        for ns, dev, cpu in ((topo.server_ns, topo.server_if, SERVER_CPU),
-                             (topo.client_ns, topo.client_if, CLIENT_CPU)):
-            write_sys(topo, ns, f"/sys/class/net/{dev}/queues/rx-0/rps_cpus", f"{1 << cpu:x}")
+    with Topology(queues=queues) as topo:
+        for queue in range(queues):
+            for ns, dev, cpu in ((topo.server_ns, topo.server_if, queue_cpu(queue)),
+                                 (topo.client_ns, topo.client_if, CLIENT_CPU)):
+                write_sys(topo, ns, f"/sys/class/net/{dev}/queues/rx-{queue}/rps_cpus",
+                          f"{1 << cpu:x}")
         yield topo
 
 
-def steer_napi(topo: Topology, cpu: int = SERVER_CPU) -> list[int]:
-    """Threaded NAPI on the server veth, its kernel threads (``napi/<dev>-<id>``) on ``cpu``.
+def steer_napi(topo: Topology, cpu: int | None = None) -> list[int]:
+    """Threaded NAPI on the server veth, its kernel threads (``napi/<dev>-<id>``) pinned:
+    all on ``cpu`` if given, else queue k's (the threads in NAPI id order, which is
+    queue order on veth) on ``queue_cpu(k)``.
 
     For native-mode XDP, where the receive work runs in NAPI, not in RPS's
     backlog. veth has NAPI only while native XDP is attached, so call this
@@ -91,17 +104,20 @@ def steer_napi(topo: Topology, cpu: int = SERVER_CPU) -> list[int]:
     ns, dev = topo.server_ns, topo.server_if
     write_sys(topo, ns, f"/sys/class/net/{dev}/threaded", "1")
     prefix = f"napi/{dev}"[:15]  # comm is cut at 15 characters
-    pinned = []
+    threads = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            if (entry / "comm").read_text().strip().startswith(prefix):
-                os.sched_setaffinity(int(entry.name), {cpu})
-                pinned.append(int(entry.name))
-    if not pinned:
+            comm = (entry / "comm").read_text().strip()
+            if comm.startswith(prefix):
+                napi_id = comm.rpartition("-")[2]
+                threads.append((int(napi_id) if napi_id.isdigit() else 0, int(entry.name)))
+    if not threads:
         raise RuntimeError(f"no {prefix}* NAPI thread to pin")
-    return pinned
+    for queue, (_napi_id, tid) in enumerate(sorted(threads)):
+        os.sched_setaffinity(tid, {queue_cpu(queue) if cpu is None else cpu})
+    return [tid for _napi_id, tid in sorted(threads)]
 
 
 def compiled(source: Path, build: Callable[[Path], list[str]]) -> Path:
@@ -167,11 +183,49 @@ def cpu_idle() -> dict[str, float]:
     return idle
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 (state) on: fields[k] is proc(5)'s field k + 3."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2:].split()
+
+
 def process_cpu(pid: int) -> float:
     """CPU-seconds (utime + stime) that process ``pid`` has used, all its threads."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of proc(5)
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid`` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                children.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(
+                    int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += children.get(child, [])
+    return found
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU-seconds that process ``pid`` and everything below it has used: for each live
+    process of the tree utime + stime + cutime + cstime (fields 14-17 of proc(5)).
+
+    A process that exited and was reaped inside the tree is in its parent's
+    cutime/cstime, a live one only in its own, so nothing counts twice. For a
+    server with helpers (a ProcessPoolExecutor's workers, ``--workers``
+    processes) this is the whole server's CPU; for a single process it equals
+    ``process_cpu`` (it has reaped no children).
+    """
+    total = 0
+    for member in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += sum(int(x) for x in _stat_fields(member)[11:15])
+    return total / TICK
 
 
 def load_average() -> str:
@@ -274,12 +328,14 @@ class Server:
     """
 
     def __init__(self, topo: Topology, kind: str, stack: str, loop: str, port: int,
-                 mode: str = "skb", max_seconds: float = 300.0) -> None:
+                 mode: str = "skb", max_seconds: float = 300.0,
+                 extra: Sequence[str] = ()) -> None:
+        """``extra``: further servers.py options (``--poll``, ``--workers``, ...)."""
         self.topo, self.mode, self.stack = topo, mode, stack
         self.cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, str(BENCH / "servers.py"),
                     kind, "--stack", stack, "--loop", loop, "--host", topo.server_ip,
                     "--port", str(port), "--interface", topo.server_if, "--mode", mode,
-                    "--max-seconds", str(max_seconds)]
+                    "--max-seconds", str(max_seconds), *extra]
         self.pid = 0
         self.napi_threads: list[int] = []  # native mode: the server veth's NAPI kthreads
         self.report: dict[str, Any] = {}
@@ -291,7 +347,9 @@ class Server:
         try:
             self.pid = self._wait_ready()
             if self.mode == "native" and self.stack == "aioxdp":
-                self.napi_threads = steer_napi(self.topo)
+                # one queue: its thread on SERVER_CPU; more: queue k's on core k
+                self.napi_threads = steer_napi(self.topo, SERVER_CPU
+                                               if self.topo.queues == 1 else None)
         except BaseException:
             self._stop()
             raise
@@ -314,7 +372,9 @@ class Server:
         raise RuntimeError(f"server {self.cmd} did not get ready: {self._stop()}")
 
     def cpu(self) -> float:
-        return process_cpu(self.pid)
+        """The server's CPU-seconds so far: its process and any below it (a pool's
+        workers, ``--workers`` processes; ``process_tree_cpu``)."""
+        return process_tree_cpu(self.pid)
 
     def _stop(self) -> str:
         if self.proc.poll() is None:
@@ -348,6 +408,7 @@ class Load:
     latency_p99: float
     errors: dict[str, int] = field(default_factory=dict)
     bytes: int = 0  # payload bytes moved (bulk loads), for throughput and CPU per GB
+    paced: dict[str, float] = field(default_factory=dict)  # open-loop loads: rate, offered...
 
     @property
     def rps(self) -> float:
@@ -417,17 +478,27 @@ def parse_echo(text: str) -> Load:
     if "requests" not in values:
         raise ValueError(f"no result in echo_client output: {text!r}")
     avg_s, p50_s, p99_s = (float(values[key]) * 1e-6 for key in ("avg_us", "p50_us", "p99_us"))
-    return Load(int(values["requests"]), float(values["seconds"]), avg_s, p50_s, p99_s,
-                {key: int(values[key]) for key in ("connect", "read", "write", "timeout")})
+    load = Load(int(values["requests"]), float(values["seconds"]), avg_s, p50_s, p99_s,
+                {key: int(values[key]) for key in ("connect", "read", "write", "timeout")
+                 + (("non2xx",) if "non2xx" in values else ())})
+    if float(values.get("rate", 0)):
+        load.paced = {"rate": float(values["rate"]), "offered": int(values["offered"]),
+                      "issued": int(values["issued"]), "queued_max": int(values["queued_max"])}
+    return load
 
 
 def echo_load(topo: Topology, port: int, connections: int, seconds: int,
-              size: int = 64) -> tuple[Load, Finished]:
-    """bench/c/echo_client from the client namespace on CLIENT_CPU: closed-loop ping-pong."""
+              size: int = 64, rate: float = 0.0, http: bool = False) -> tuple[Load, Finished]:
+    """bench/c/echo_client from the client namespace on CLIENT_CPU: closed-loop ping-pong,
+    or with ``rate`` (round trips/s in total) open-loop and paced; ``http``: every
+    round trip a keep-alive ``GET /`` instead of ``size`` echoed bytes."""
+    if not math.isfinite(rate) or rate < 0:
+        raise ValueError(f"no rate to pace at: {rate}")
+    options = (["--rate", f"{rate:.1f}"] if rate else []) + (["--http"] if http else [])
     finished = run_bounded(
         ["ip", "netns", "exec", topo.client_ns, "taskset", "-c", str(CLIENT_CPU),
          str(echo_client_binary()), topo.server_ip, str(port), str(connections), str(seconds),
-         str(size)], seconds + LOAD_GRACE)
+         str(size), *options], seconds + LOAD_GRACE)
     return parse_echo(finished.stdout + finished.stderr), finished
 
 
@@ -604,8 +675,11 @@ def measure(server: Server, load: Callable[[], tuple[Load, Finished]]) -> dict[s
         "core_busy": {name: busy[name] / wall for name in busy if name != "all"},
         "packets_in_per_request": (packets1[0] - packets0[0]) / (result.requests or math.nan),
         "packets_out_per_request": (packets1[1] - packets0[1]) / (result.requests or math.nan),
+        "server_cpu_share": (server1 - server0) / wall,  # of one core (idle CPU, too)
         "generator_cpu_share": finished.cpu / wall,
         "generator_timed_out": finished.timed_out,
+        "offered_rps": result.paced.get("rate", math.nan),  # paced loads: the rate asked for
+        "paced": result.paced,
         # bulk loads (Load.bytes; MB and GB are 10^6 and 10^9 bytes)
         "bytes": result.bytes,
         "mb_per_s": result.bytes / 1e6 / result.seconds if result.seconds else 0.0,
@@ -644,14 +718,18 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 
 def bar_chart(path: Path, title: str, panels: Sequence[tuple[str, dict[str, dict[str, float]]]],
-              labels: dict[str, dict[str, str]] | None = None, log: bool = False) -> Path:
+              labels: dict[str, dict[str, str]] | None = None, log: bool = False,
+              linear: Iterable[str] = ()) -> Path:
     """Grouped bars, one panel per metric (two per row):
     ``panels`` = [(ylabel, {group: {series: value}})], a dashed line at 1.0 (for ratios).
 
     ``labels[ylabel][f"{group}/{series}"]`` is printed above the bar (e.g. the
     absolute value when the bars are ratios). ``log``: logarithmic y axes, so
-    that ratios of 2 and 1/2 look the same size. Agg backend: no display needed.
+    that ratios of 2 and 1/2 look the same size. The panels named in ``linear``
+    show absolute values: a linear axis from 0, no line at 1.0. Agg backend: no
+    display needed.
     """
+    linear = set(linear)
     import matplotlib
     import matplotlib.ticker
 
@@ -677,8 +755,11 @@ def bar_chart(path: Path, title: str, panels: Sequence[tuple[str, dict[str, dict
             if labels and ylabel in labels:
                 texts = [labels[ylabel].get(f"{group}/{name}", "") for group in groups]
                 ax.bar_label(bars, texts, fontsize=7, padding=2, rotation=90)
-        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-        if log:
+        if ylabel in linear:
+            ax.set_ylim(bottom=0)
+        else:
+            ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        if log and ylabel not in linear:
             ax.set_yscale("log")
             ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))

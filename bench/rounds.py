@@ -9,11 +9,21 @@ configurations rotated each round, so slow drift in the machine's load hits
 every configuration alike; the tables show medians over the rounds. A run that
 fails (a server that does not start, a load that cannot be parsed) is recorded
 as failed and the others go on.
+
+Configurations are ``stack+loop`` or ``stack+loop+poll`` ("aioxdp+uvloop+busy":
+servers.py gets ``--poll busy``; without a poll, the stack's default). Cases
+may differ in their topology (``Case.queues``, ``Case.mode``: a multi-queue
+native-mode veth for ``--workers``); each kind of topology is made once per
+run and kept for all its cases. Cases come in stages (``Case.stage``): all
+rounds of stage 0, then ``Bench.after_stage``, then all rounds of stage 1, so a
+later stage can use what an earlier one measured (poll_bench.py: loads at a
+share of the saturation measured first, in the same run).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -47,6 +57,13 @@ if TYPE_CHECKING:
     from aioxdp.topology import Topology
 
 CONFIGS = ["kernel+asyncio", "kernel+uvloop", "aioxdp+asyncio", "aioxdp+uvloop"]
+POLLS = ("wakeup", "busy", "adaptive")  # aioxdp's poll modes (Settings.poll)
+
+
+def parse_config(config: str) -> tuple[str, str, str | None]:
+    """"aioxdp+uvloop+busy" -> ("aioxdp", "uvloop", "busy"); no poll part -> None."""
+    stack, loop, *rest = config.split("+")
+    return stack, loop, rest[0] if rest else None
 
 
 @dataclass
@@ -56,6 +73,12 @@ class Case:
     port: int
     # (topology, seconds, the previous window's Load on this server: the warm-up's)
     load: Callable[[Topology, int, Load | None], tuple[Load, Finished]]
+    server_args: Sequence[str] = ()  # further servers.py options (--workers 2, ...)
+    queues: int = 1  # the veth's queues (fair_topology)
+    mode: str | None = None  # XDP mode for this case (None: --mode)
+    stage: int = 0  # measured after every case of a lower stage (module doc)
+    traffic: bool = True  # False: an idle window, no requests expected (no such problem)
+    warmup_load: Callable[[Topology, int, Load | None], tuple[Load, Finished]] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,17 @@ class Bench:
     prepare: Callable[[argparse.Namespace, dict[str, Case]], None] = lambda args, cases: None
     setup: Callable[[Topology, argparse.Namespace], None] = lambda topo, args: None  # topology
     extra_metrics: list[Metric] = field(default_factory=list)  # shown, no ratio, no plot
+    all_configs: list[str] = field(default_factory=lambda: list(CONFIGS))  # for --configs
+    # called after all rounds of each stage with (args, runs so far, the stage); what it
+    # returns goes into the JSON's meta
+    after_stage: Callable[[argparse.Namespace, dict[str, dict[str, list[dict[str, Any]]]], int],
+                          dict[str, Any] | None] = lambda args, runs, stage: None
+    server_note: str = "one server core"  # for the plot's title
+    full: tuple[int, int, int] = (3, 10, 1)  # defaults of (--repeat, --duration, --warmup)
+    # panels of absolute values (a metric, the cases to show it for) after the ratio panels
+    plot_absolute: list[tuple[Metric, list[str]]] = field(default_factory=list)
+    # further numbers per run, computed from it (its server report, say) once measured
+    derived: dict[str, Callable[[dict[str, Any]], float]] = field(default_factory=dict)
 
     def packets_keys(self) -> tuple[str, str]:
         unit = "request" if self.packets_unit == "req" else self.packets_unit.lower()
@@ -100,25 +134,31 @@ class Bench:
 # -- measuring ------------------------------------------------------------------------------
 
 
-def problems_of(config: str, run: dict[str, Any], report: dict[str, Any]) -> list[str]:
-    """What makes a run suspect: errors, a timed-out or saturated client, a missed bypass."""
+def problems_of(config: str, run: dict[str, Any], report: dict[str, Any],
+                traffic: bool = True) -> list[str]:
+    """What makes a run suspect: errors, a timed-out or saturated client, a missed bypass,
+    a paced load the server fell behind. For an idle window (``traffic`` False) no
+    requests, no redirected frames and a busy client core are no problem."""
     found = [f"{kind} errors: {n}" for kind, n in run["errors"].items() if n]
     if run["generator_timed_out"]:
         found.append("load generator overran its time bound")
     server_core, client_core = (run["core_busy"].get(core, 0.0) for core in ("cpu0", "cpu1"))
-    if server_core < 0.9 and client_core > 0.9:
+    if traffic and server_core < 0.9 and client_core > 0.9:
         found.append(f"server core {server_core:.0%} busy, client core {client_core:.0%}: "
                      "the client side limits this run")
     if run["generator_cpu_share"] > 0.9:
         found.append(f"load generator at {run['generator_cpu_share']:.0%} CPU (may be the limit)")
     if config.startswith("aioxdp"):
         redirected = report.get("counters", {}).get("redirected", 0)
-        if not report.get("bypass") or not redirected:
+        if not report.get("bypass") or (traffic and not redirected):
             found.append(f"bypass stack not used (report {report})")
     elif report.get("bypass"):
         found.append("kernel configuration went through the bypass stack")
-    if run["requests"] == 0:
+    if traffic and run["requests"] == 0:
         found.append("no request completed")
+    rate = run.get("paced", {}).get("rate", 0)
+    if rate and run["rps"] < 0.97 * rate:
+        found.append(f"served {run['rps']:,.0f}/s of the {rate:,.0f}/s offered: fell behind")
     return found
 
 
@@ -127,12 +167,14 @@ def measure_once(topo: Topology, case: Case, config: str,
     """One fresh server, a warm-up, one measured load (told the warm-up's result,
     which a bulk load sizes its window by). An aioxdp server's exit report says
     which TCP core build served (``tcp_core``), kept with the run."""
-    stack, loop = config.split("+")
-    with Server(topo, case.server, stack, loop, case.port, args.mode,
-                max_seconds=args.warmup + 4 * args.duration + 120) as server:
-        warm = case.load(topo, args.warmup, None)[0] if args.warmup > 0 else None
+    stack, loop, poll = parse_config(config)
+    extra = [*case.server_args, *(["--poll", poll] if poll else [])]
+    with Server(topo, case.server, stack, loop, case.port, case.mode or args.mode,
+                max_seconds=args.warmup + 4 * args.duration + 120, extra=extra) as server:
+        warm = ((case.warmup_load or case.load)(topo, args.warmup, None)[0]
+                if args.warmup > 0 else None)
         run = measure(server, lambda: case.load(topo, args.duration, warm))
-    run["problems"] = problems_of(config, run, server.report)
+    run["problems"] = problems_of(config, run, server.report, case.traffic)
     run["server_report"] = server.report
     if "tcp_core" in server.report:
         run["tcp_core"] = server.report["tcp_core"]
@@ -169,23 +211,36 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "mode": args.mode, "duration": args.duration, "warmup": args.warmup,
         "repeat": args.repeat, **{key: getattr(args, key) for key in bench.meta_keys},
+        "cases": {name: {"server": case.server, "server_args": list(case.server_args),
+                         "queues": case.queues, "mode": case.mode or args.mode}
+                  for name, case in selected.items()},
     }
     bench.prepare(args, selected)  # build what the loads need before the clock starts
     started = time.monotonic()
-    with fair_topology(args.mode) as topo:
-        bench.setup(topo, args)
-        for round_ in range(args.repeat):
-            shift = round_ % len(args.configs)
-            order = args.configs[shift:] + args.configs[:shift]
-            for name, case in selected.items():
-                for config in order:
-                    try:
-                        run = measure_once(topo, case, config, args)
-                    except (RuntimeError, ValueError, OSError) as e:
-                        run = {"failed": f"{type(e).__name__}: {e}"}
-                    runs[name][config].append(run)
-                    print(f"[{time.monotonic() - started:5.0f}s] round {round_ + 1} {name:14} "
-                          f"{config:15} {progress(bench, run)}", file=sys.stderr, flush=True)
+    with contextlib.ExitStack() as exits:
+        topologies: dict[tuple[int, str], Topology] = {}
+        for stage in sorted({case.stage for case in selected.values()}):
+            staged = {name: case for name, case in selected.items() if case.stage == stage}
+            for round_ in range(args.repeat):
+                shift = round_ % len(args.configs)
+                order = args.configs[shift:] + args.configs[:shift]
+                for name, case in staged.items():
+                    kind = (case.queues, case.mode or args.mode)
+                    if kind not in topologies:  # made on first use, kept for the run
+                        topologies[kind] = exits.enter_context(fair_topology(kind[1], kind[0]))
+                        bench.setup(topologies[kind], args)
+                    for config in order:
+                        try:
+                            run = measure_once(topologies[kind], case, config, args)
+                        except (RuntimeError, ValueError, OSError) as e:
+                            run = {"failed": f"{type(e).__name__}: {e}"}
+                        else:
+                            run.update({key: f(run) for key, f in bench.derived.items()})
+                        runs[name][config].append(run)
+                        print(f"[{time.monotonic() - started:5.0f}s] round {round_ + 1} "
+                              f"{name:14} {config:15} {progress(bench, run)}", file=sys.stderr,
+                              flush=True)
+            meta.update(bench.after_stage(args, runs, stage) or {})
     meta["load_average_after"] = load_average()
     meta["wall_seconds"] = round(time.monotonic() - started)
     meta["tcp_core"] = tcp_core_of(run.get("server_report", {}) for by_config in runs.values()
@@ -274,21 +329,36 @@ def table(bench: Bench, summary: dict[str, dict[str, Any]]) -> str:
 
 def plot(bench: Bench, summary: dict[str, dict[str, Any]], meta: dict[str, Any],
          path: Path) -> None:
-    """Each metric as a ratio to the first baseline run, the absolute value on the bar."""
+    """Each metric as a ratio to the first baseline run, the absolute value on the bar
+    (cases where the metric has no ratio, such as an idle window's per-request
+    figures, left out); then ``Bench.plot_absolute``'s panels, absolute values on a
+    linear axis."""
     base = baselines_run(bench, summary)[0]
     panels = []
     labels: dict[str, dict[str, str]] = {}
     for metric in bench.metrics:
         ylabel = f"{metric.label}\n(÷ {base})"
-        panels.append((ylabel, {name: {config: values["ratios"][base][metric.key]
-                                       for config, values in by_config.items()}
-                                for name, by_config in summary.items()}))
+        groups = {name: {config: values["ratios"][base][metric.key]
+                         for config, values in by_config.items()}
+                  for name, by_config in summary.items()}
+        panels.append((ylabel, {name: ratios for name, ratios in groups.items()
+                                if any(math.isfinite(r) for r in ratios.values())}))
         labels[ylabel] = {f"{name}/{config}": metric.text(values[metric.key])
                           for name, by_config in summary.items()
                           for config, values in by_config.items()}
-    bar_chart(path, f"{bench.title}, one server core, {meta['mode']}-mode XDP, median of "
+    linear = set()
+    for metric, cases in bench.plot_absolute:
+        ylabel = metric.label
+        linear.add(ylabel)
+        panels.append((ylabel, {name: {config: values[metric.key] * metric.scale
+                                       for config, values in summary[name].items()}
+                                for name in cases if name in summary}))
+        labels[ylabel] = {f"{name}/{config}": metric.text(values[metric.key])
+                          for name in cases if name in summary
+                          for config, values in summary[name].items()}
+    bar_chart(path, f"{bench.title}, {bench.server_note}, {meta['mode']}-mode XDP, median of "
               f"{meta['repeat']} × {meta['duration']} s ({meta['date']})", panels, labels,
-              log=True)
+              log=True, linear=linear)
 
 
 def header(meta: dict[str, Any]) -> str:
@@ -306,12 +376,15 @@ def main(bench: Bench, doc: str) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"{repeat} round(s) of {duration} s loads after {warmup} s of "
                         "warm-up (about a minute): a smoke test, not data")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=10, help="measured seconds per load")
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured seconds before")
+    parser.add_argument("--repeat", type=int, default=bench.full[0])
+    parser.add_argument("--duration", type=int, default=bench.full[1],
+                        help="measured seconds per load")
+    parser.add_argument("--warmup", type=int, default=bench.full[2],
+                        help="unmeasured seconds before")
     parser.add_argument("--cases", nargs="+", default=bench.default_cases,
                         choices=bench.all_cases)
-    parser.add_argument("--configs", nargs="+", default=bench.default_configs, choices=CONFIGS)
+    parser.add_argument("--configs", nargs="+", default=bench.default_configs,
+                        choices=bench.all_configs)
     parser.add_argument("--mode", choices=("skb", "native"), default="skb",
                         help="aioxdp's XDP attach mode")
     bench.add_arguments(parser)
