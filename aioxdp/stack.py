@@ -438,17 +438,17 @@ class NetStack:
     def _set_addresses(self, addresses: list[bytes]) -> None:
         """The interface's addresses are now ``addresses``: a new one is served by the
         wildcard listeners and may be a source, and one removed no longer is (the XDP
-        program's local addresses and listeners follow). Connections on a removed
-        address stay, as Linux keeps their sockets."""
+        program's local addresses and listeners follow), until it comes back: a server
+        of that address alone then serves it again, as a Linux socket bound to it does.
+        Connections on a removed address stay, as Linux keeps their sockets."""
         added = [addr for addr in addresses if addr not in self.addresses]
         removed = [addr for addr in self.addresses if addr not in addresses]
         if not added and not removed:
             return
         self.addresses = list(addresses)
-        wildcard_ports = [listener.port for listener in self._servers if listener.addr == b""]
         for addr in removed:
             self.addresses_removed += 1
-            for port in wildcard_ports:
+            for port in self._ports_on(addr):
                 self.program.remove_listener(addr, port)
             self.program.remove_local_address(addr)
             logger.warning("%s: address %s removed: no longer served", self.iface.name,
@@ -456,11 +456,17 @@ class NetStack:
         for addr in added:
             self.addresses_added += 1
             self.program.add_local_address(addr)
-            for port in wildcard_ports:
+            ports = self._ports_on(addr)
+            for port in ports:
                 self.program.add_listener(addr, port)
             logger.info("%s: address %s added%s", self.iface.name, _text(addr),
-                        f": served on port{'s' * (len(wildcard_ports) > 1)} "
-                        f"{', '.join(map(str, wildcard_ports))}" if wildcard_ports else "")
+                        f": served on port{'s' * (len(ports) > 1)} "
+                        f"{', '.join(map(str, ports))}" if ports else "")
+
+    def _ports_on(self, addr: bytes) -> list[int]:
+        """The ports listened on at ``addr``: by its own listeners and the wildcard's."""
+        return sorted({listener.port for listener in self._servers
+                       if listener.addr in (b"", addr)})
 
     def set_mtu(self, mtu: int) -> None:
         """The interface's MTU is now ``mtu``: new connections announce and use the MSS

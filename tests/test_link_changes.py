@@ -18,6 +18,7 @@ from array import array
 import pytest
 
 import aioxdp
+from aioxdp.stack import NetStack
 from aioxdp.tcp import wire
 from aioxdp.tcp.segment import ACK, SYN, Segment
 from aioxdp.topology import Topology
@@ -265,57 +266,86 @@ class Greeter(asyncio.Protocol):
         self.transport.close()
 
 
-@pytest.mark.parametrize(("new", "plen"), [("198.18.0.3", "24"), ("2001:2::3", "64")])
+async def change_address(t: Topology, stack: NetStack, action: str, addr: str) -> None:
+    """``ip address add|del ADDR`` on the stack's veth; returns once the stack followed."""
+    packed = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+    plen = "64" if ":" in addr else "24"
+    await asyncio.to_thread(t.ip, t.server_ns, "address", action, f"{addr}/{plen}", "dev",
+                            t.server_if, *(["nodad"] if ":" in addr and action == "add" else []))
+    for _ in range(500):
+        if (packed in stack.addresses) is (action == "add"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the stack did not follow `ip address {action} {addr}`")
+
+
+async def hello(t: Topology, stack: NetStack, host: str, *, answered: bool) -> None:
+    """A kernel client in the peer namespace says hello to ``host``: answered through the
+    stack, or not answered at all, and the XDP program redirected nothing to the stack."""
+    before = stack.program.counters()["redirected"]
+    code, out, err = await peer_python(t, HELLO, host, str(PORT), "10" if answered else "1.5",
+                                       check=False, timeout=30)
+    if answered:
+        assert code == 0 and out.decode().strip() == "pong ping", err
+        assert stack.program.counters()["redirected"] > before
+    else:
+        assert code != 0 and b"TimeoutError" in err, err
+        assert stack.program.counters()["redirected"] == before
+
+
+async def still_sent_to_the_stack(t: Topology, stack: NetStack, addr: str) -> None:
+    """The peer goes on sending to ``addr`` at the stack's MAC (a static neighbour entry),
+    as it would for a while after the address moved away."""
+    mac = ":".join(f"{b:02x}" for b in stack.iface.mac)
+    await asyncio.to_thread(t.ip, t.client_ns, "neigh", "replace", addr, "lladdr", mac,
+                            "dev", t.client_if, "nud", "permanent")
+
+
+@pytest.mark.parametrize("new", ["198.18.0.3", "2001:2::3"])
 def test_wildcard_listener_follows_addresses_added_and_removed(
-        topology: Topology, new: str, plen: str) -> None:
+        topology: Topology, new: str) -> None:
     """A listener on the wildcard serves an address added to the interface while it runs,
     through the stack (the XDP program learns it as a local address and a listener), and
-    stops serving it once removed: then the peer's SYNs, sent to the stack's MAC by a
-    static neighbour entry, are passed to Linux, which no longer has the address, and go
-    unanswered."""
+    stops serving it once removed: then the peer's SYNs, still sent to the stack's MAC,
+    are passed to Linux, which no longer has the address, and go unanswered. The
+    interface's other addresses are served throughout."""
     t = topology
-    packed = socket.inet_pton(socket.AF_INET6 if ":" in new else socket.AF_INET, new)
-
-    async def hello(timeout: float) -> tuple[int, bytes, bytes]:
-        return await peer_python(t, HELLO, new, str(PORT), str(timeout), check=False,
-                                 timeout=timeout + 10)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stack = loop._stack()  # type: ignore[attr-defined]
         server = await loop.create_server(Greeter, "0.0.0.0", PORT)
-        assert packed not in stack.addresses
-        await asyncio.to_thread(t.ip, t.server_ns, "address", "add", f"{new}/{plen}", "dev",
-                                t.server_if, *(["nodad"] if ":" in new else []))
-        for _ in range(500):
-            if packed in stack.addresses:
-                break
-            await asyncio.sleep(0.01)
-        before = stack.program.counters()["redirected"]
-        code, out, err = await hello(10)
-        assert code == 0, err
-        assert out.decode().strip() == "pong ping"
-        assert stack.program.counters()["redirected"] > before  # the stack served it
+        await change_address(t, stack, "add", new)
+        await hello(t, stack, new, answered=True)
         assert stack.stats()["link"]["addresses_added"] == 1
-
-        # the peer keeps sending to the stack's MAC, as after an address moved away
-        mac = ":".join(f"{b:02x}" for b in stack.iface.mac)
-        await asyncio.to_thread(t.ip, t.server_ns, "address", "del", f"{new}/{plen}", "dev",
-                                t.server_if)
-        await asyncio.to_thread(t.ip, t.client_ns, "neigh", "replace", new, "lladdr", mac,
-                                "dev", t.client_if, "nud", "permanent")
-        for _ in range(500):
-            if packed not in stack.addresses:
-                break
-            await asyncio.sleep(0.01)
-        before = stack.program.counters()["redirected"]
-        code, _out, err = await hello(1.5)
-        assert code != 0 and b"TimeoutError" in err, err
-        assert stack.program.counters()["redirected"] == before
+        await change_address(t, stack, "del", new)
+        await still_sent_to_the_stack(t, stack, new)
+        await hello(t, stack, new, answered=False)
         assert stack.stats()["link"]["addresses_removed"] == 1
-        # the interface's own address is still served
-        code, out, err = await peer_python(t, HELLO, t.server_ip, str(PORT), "10")
-        assert out.decode().strip() == "pong ping"
+        await hello(t, stack, t.server_ip, answered=True)
+        server.close()
+
+    run_on_stack(t, main, timeout=60)
+
+
+def test_a_server_of_one_address_serves_it_again_once_it_is_back(topology: Topology) -> None:
+    """A server of one address (not the wildcard) stops serving it while the address is
+    removed from the interface and serves it again once it is added back, as a Linux
+    socket bound to the address does."""
+    t = topology
+    new = "198.18.0.3"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stack = loop._stack()  # type: ignore[attr-defined]
+        await change_address(t, stack, "add", new)
+        server = await loop.create_server(Greeter, new, PORT)
+        await hello(t, stack, new, answered=True)
+        await change_address(t, stack, "del", new)
+        await still_sent_to_the_stack(t, stack, new)
+        await hello(t, stack, new, answered=False)
+        await change_address(t, stack, "add", new)
+        await hello(t, stack, new, answered=True)
         server.close()
 
     run_on_stack(t, main, timeout=60)
