@@ -764,7 +764,8 @@ def bar_chart(path: Path, title: str, panels: Sequence[tuple[str, dict[str, dict
             ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
             ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xticks(range(len(groups)), list(groups))
+        ax.set_xticks(range(len(groups)), list(groups), **(
+            {"rotation": 30, "ha": "right"} if len(groups) > 5 else {}))
         ax.set_ylabel(ylabel)
         ax.margins(y=0.3)
     fig.legend(handles, [h.get_label() for h in handles], loc="upper center",

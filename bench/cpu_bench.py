@@ -65,10 +65,11 @@ import concurrent.futures
 import statistics
 import sys
 import time
+from typing import Any
 
 import rounds
 from common import Finished, Load, wrk
-from rounds import POLLS, Bench, Case, Metric
+from rounds import POLLS, Bench, Case, Metric, check, ratio
 from servers import HANDLER_ROUNDS, POOL_ROUNDS, pbkdf2
 
 PORT = 8080
@@ -153,6 +154,30 @@ def prepare(args: argparse.Namespace, selected: dict[str, Case]) -> None:
           file=sys.stderr, flush=True)
 
 
+def targets(summary: dict[str, dict[str, Any]]) -> str:
+    """Issue #14's targets for this benchmark, checked against the medians."""
+    kernel, busy = "kernel+uvloop", "aioxdp+uvloop+busy"
+    lines = ["Issue #14's targets (medians of this run):", ""]
+    for case in ("handler", "pool", "workers"):
+        for poll in ("wakeup", "adaptive"):
+            config = f"aioxdp+uvloop+{poll}"
+            if config not in summary.get(case, {}):
+                continue
+            lines.append(
+                f"- {case}, {poll}: req/s ÷ busy "
+                f"{check(ratio(summary, case, config, busy, 'rps'), '≥ 1.64')}; "
+                f"req/s ÷ kernel+uvloop "
+                f"{check(ratio(summary, case, config, kernel, 'rps'), '≥ 1.1')}, "
+                f"machine CPU per request ÷ kernel+uvloop "
+                f"{check(ratio(summary, case, config, kernel, 'machine_cpu_per_1k'), '≤ 0.9')}")
+    for poll in ("wakeup", "adaptive"):
+        share = summary.get("idle", {}).get(f"aioxdp+uvloop+{poll}", {}).get("server_cpu_share")
+        if share is not None:
+            lines.append(f"- idle, {poll}: {share:.2%} of a core "
+                         f"({'met' if share < 0.01 else 'NOT met'}: below 1 %)")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def after_stage(args: argparse.Namespace, runs: object, stage: int) -> dict[str, object]:
     return {key: getattr(args, key) for key in ("hash_us", "pool_hash_us", "pool_alone_per_s",
                                                 "idle_seconds")}
@@ -166,7 +191,7 @@ BENCH = Bench(
     packets_unit="req", quick=(1, 3, 1), full=(3, 6, 1), add_arguments=add_arguments,
     meta_keys=("connections", "hash_rounds", "pool_rounds"), prepare=prepare,
     after_stage=after_stage, extra_metrics=EXTRA, all_configs=ALL_CONFIGS,
-    plot_absolute=[(EXTRA[0], ["idle"])],
+    plot_absolute=[(EXTRA[0], ["idle"])], notes=targets,
     server_note="server on core 0 (pool: 2 cores; workers: 1 per core)")
 
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import rounds
 from common import echo_client_binary, echo_load
-from rounds import POLLS, Bench, Case, Metric
+from rounds import POLLS, Bench, Case, Metric, check, ratio
 
 HTTP_PORT, ECHO_PORT = 8080, 7007
 LEVELS = (25, 50, 100)  # % of saturation
@@ -133,6 +133,26 @@ def after_stage(args: argparse.Namespace, runs: dict[str, dict[str, list[dict[st
     return {"saturation": args.saturation, "saturation_per_config": per_config}
 
 
+def targets(summary: dict[str, dict[str, Any]]) -> str:
+    """Issue #14's targets for this benchmark, checked against the medians."""
+    adaptive, busy, wakeup = "aioxdp+uvloop+adaptive", "aioxdp+uvloop+busy", "aioxdp+uvloop+wakeup"
+    lines = ["Issue #14's targets (medians of this run):", ""]
+    for workload in WORKLOADS:
+        for level in LEVELS:
+            case = f"{workload}-{level}%"
+            if adaptive not in summary.get(case, {}):
+                continue
+            line = (f"- {case}: adaptive's p99 ÷ busy's "
+                    f"{check(ratio(summary, case, adaptive, busy, 'latency_p99'), '≤ 1.1')}")
+            if level == LEVELS[0]:
+                server = ratio(summary, case, adaptive, wakeup, "server_cpu_per_1k")
+                machine = ratio(summary, case, adaptive, wakeup, "machine_cpu_per_1k")
+                line += (f"; its server CPU per request ÷ wakeup's {check(server, '≤ 1.2')} "
+                         f"(machine CPU per request: {machine:.3f})")
+            lines.append(line)
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def wakeups_per_1k(run: dict[str, Any]) -> float:
     polling = run.get("server_report", {}).get("polling") or {}
     return float(polling.get("wakeups_per_1k_frames", math.nan))
@@ -145,6 +165,7 @@ BENCH = Bench(
     quick=(1, 2, 1), full=(3, 4, 1), add_arguments=add_arguments,
     meta_keys=("echo_connections", "echo_size", "http_connections"), prepare=prepare,
     after_stage=after_stage, extra_metrics=EXTRA, all_configs=ALL_CONFIGS,
+    plot_absolute=[(EXTRA[1], CASES)], notes=targets,
     derived={"wakeups_per_1k_frames": wakeups_per_1k})
 
 

@@ -123,6 +123,8 @@ class Bench:
     full: tuple[int, int, int] = (3, 10, 1)  # defaults of (--repeat, --duration, --warmup)
     # panels of absolute values (a metric, the cases to show it for) after the ratio panels
     plot_absolute: list[tuple[Metric, list[str]]] = field(default_factory=list)
+    # text under the table (markdown) from the summary: a benchmark's targets, say
+    notes: Callable[[dict[str, dict[str, Any]]], str] = lambda summary: ""
     # further numbers per run, computed from it (its server report, say) once measured
     derived: dict[str, Callable[[dict[str, Any]], float]] = field(default_factory=dict)
 
@@ -289,6 +291,25 @@ def summarize(bench: Bench,
     return summary
 
 
+def ratio(summary: dict[str, dict[str, Any]], case: str, config: str, base: str,
+          key: str) -> float:
+    """``key``'s median of ``config`` ÷ that of ``base`` in ``case`` (nan if either is
+    missing)."""
+    values = summary.get(case, {})
+    if config not in values or base not in values or not values[base][key]:
+        return math.nan
+    return float(values[config][key] / values[base][key])
+
+
+def check(value: float, target: str) -> str:
+    """"1.712 (≥ 1.64: met)": a ratio and whether it meets ``target`` ("≥ 1.64")."""
+    if not math.isfinite(value):
+        return "not measured"
+    op, limit = target.split()
+    met = value >= float(limit) if op == "≥" else value <= float(limit)
+    return f"{value:.3f} ({target}: {'met' if met else 'NOT met'})"
+
+
 def baselines_run(bench: Bench, summary: dict[str, dict[str, Any]]) -> list[str]:
     """The baselines that this run measured (--configs may leave one out): ratios to
     the others would be nan, so neither the table nor the plot shows them."""
@@ -333,20 +354,24 @@ def plot(bench: Bench, summary: dict[str, dict[str, Any]], meta: dict[str, Any],
     (cases where the metric has no ratio, such as an idle window's per-request
     figures, left out); then ``Bench.plot_absolute``'s panels, absolute values on a
     linear axis."""
-    base = baselines_run(bench, summary)[0]
+    bases = baselines_run(bench, summary)
+    base = bases[0] if bases else None  # none run (--configs): absolute values
     panels = []
     labels: dict[str, dict[str, str]] = {}
+    linear = set()
     for metric in bench.metrics:
-        ylabel = f"{metric.label}\n(÷ {base})"
-        groups = {name: {config: values["ratios"][base][metric.key]
+        ylabel = f"{metric.label}\n(÷ {base})" if base else metric.label
+        groups = {name: {config: values["ratios"][base][metric.key] if base
+                         else values[metric.key] * metric.scale
                          for config, values in by_config.items()}
                   for name, by_config in summary.items()}
+        if not base:
+            linear.add(ylabel)
         panels.append((ylabel, {name: ratios for name, ratios in groups.items()
                                 if any(math.isfinite(r) for r in ratios.values())}))
         labels[ylabel] = {f"{name}/{config}": metric.text(values[metric.key])
                           for name, by_config in summary.items()
                           for config, values in by_config.items()}
-    linear = set()
     for metric, cases in bench.plot_absolute:
         ylabel = metric.label
         linear.add(ylabel)
@@ -407,6 +432,8 @@ def main(bench: Bench, doc: str) -> None:
         results = run_all(bench, args)
     results["summary"] = summarize(bench, results["runs"])
     markdown = table(bench, results["summary"])
+    if notes := bench.notes(results["summary"]):
+        markdown += f"\n\n{notes}"
     save_json(args.output, results)
     meta = results["meta"]
     (RESULTS / f"{args.output}.md").write_text(f"{header(meta)}\n\n{markdown}\n")
