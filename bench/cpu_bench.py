@@ -38,6 +38,8 @@ fresh server (bench/servers.py) per measurement, driven by ``wrk -t1
   is seen doing it), --idle-seconds (10) with nothing. Its "server CPU % of a
   core" column is the idle CPU: the server process's (and its children's)
   utime+stime from /proc/<pid>/stat over the window.
+- idle-workers (not in the default --cases: 2-3 more minutes): the same for
+  the workers case's servers (two processes: up to 200 %).
 
 Configurations (default): kernel+uvloop (uvloop on Linux's TCP stack), and
 aioxdp on uvloop with ``Settings.poll`` = wakeup, busy and adaptive
@@ -104,6 +106,8 @@ def cases(args: argparse.Namespace) -> dict[str, Case]:
         "workers": Case("workers", "cpu", PORT, load, [*handler, "--workers", "2"],
                         queues=2, mode="native"),
         "idle": Case("idle", "cpu", PORT, idle, handler, traffic=False, warmup_load=load),
+        "idle-workers": Case("idle-workers", "cpu", PORT, idle, [*handler, "--workers", "2"],
+                             queues=2, mode="native", traffic=False, warmup_load=load),
     }
 
 
@@ -170,11 +174,13 @@ def targets(summary: dict[str, dict[str, Any]]) -> str:
                 f"{check(ratio(summary, case, config, kernel, 'rps'), '≥ 1.1')}, "
                 f"machine CPU per request ÷ kernel+uvloop "
                 f"{check(ratio(summary, case, config, kernel, 'machine_cpu_per_1k'), '≤ 0.9')}")
-    for poll in ("wakeup", "adaptive"):
-        share = summary.get("idle", {}).get(f"aioxdp+uvloop+{poll}", {}).get("server_cpu_share")
-        if share is not None:
-            lines.append(f"- idle, {poll}: {share:.2%} of a core "
-                         f"({'met' if share < 0.01 else 'NOT met'}: below 1 %)")
+    for case in ("idle", "idle-workers"):
+        for poll in ("wakeup", "adaptive"):
+            share = summary.get(case, {}).get(f"aioxdp+uvloop+{poll}", {}).get(
+                "server_cpu_share")
+            if share is not None:
+                lines.append(f"- {case}, {poll}: {share:.2%} of a core "
+                             f"({'met' if share < 0.01 else 'NOT met'}: below 1 %)")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -185,13 +191,13 @@ def after_stage(args: argparse.Namespace, runs: object, stage: int) -> dict[str,
 
 BENCH = Bench(
     name="cpu_bench", title="CPU-intense aiohttp (issue #14)", cases=cases,
-    all_cases=["handler", "pool", "workers", "idle"], metrics=METRICS,
+    all_cases=["handler", "pool", "workers", "idle", "idle-workers"], metrics=METRICS,
     baselines=["kernel+uvloop", "aioxdp+uvloop+busy"],
     default_cases=["handler", "pool", "workers", "idle"], default_configs=CONFIGS,
     packets_unit="req", quick=(1, 3, 1), full=(3, 6, 1), add_arguments=add_arguments,
     meta_keys=("connections", "hash_rounds", "pool_rounds"), prepare=prepare,
     after_stage=after_stage, extra_metrics=EXTRA, all_configs=ALL_CONFIGS,
-    plot_absolute=[(EXTRA[0], ["idle"])], notes=targets,
+    plot_absolute=[(EXTRA[0], ["idle", "idle-workers"])], notes=targets,
     server_note="server on core 0 (pool: 2 cores; workers: 1 per core)")
 
 
