@@ -813,7 +813,7 @@ __noinline int aioxdp_syn_cookie_reply(struct xdp_md *ctx, struct syn_info *si)
 	struct flow_input in;
 	struct syn_options o = {};
 	__u8 opt[64] = {};
-	__u32 counter, cookie, isn, tsval = 0, ip_len, tcp_len, l3_offset, len;
+	__u32 counter, cookie, isn, tsval = 0, ip_len, tcp_len, l3_offset, len, mss;
 	int v6, ts, wscale = -1, sack = 0;
 	void *data, *end;
 	struct ethhdr *eth;
@@ -937,8 +937,11 @@ __noinline int aioxdp_syn_cookie_reply(struct xdp_md *ctx, struct syn_info *si)
 	t->urg_ptr = 0;
 	((__u8 *)(t + 1))[0] = 2; /* MSS */
 	((__u8 *)(t + 1))[1] = 4;
-	((__u8 *)(t + 1))[2] = cfg->synack_mss >> 8;
-	((__u8 *)(t + 1))[3] = cfg->synack_mss & 0xff;
+	/* synack_mss is the IPv4 MSS (MTU - 40); IPv6's header is 20 bytes longer
+	 * (RFC 8200 §5: MTU - 60), as the table's own SYN-ACKs (options.local_mss) */
+	mss = cfg->synack_mss - (v6 ? 20 : 0);
+	((__u8 *)(t + 1))[2] = mss >> 8;
+	((__u8 *)(t + 1))[3] = mss & 0xff;
 	if (ts) {
 		if ((void *)t + sizeof(*t) + 20 > end)
 			return XDP_DROP;

@@ -83,7 +83,7 @@ struct aioxdp_config {
 	__u8 allow_only; /* 1: only sources in `allow_list` reach the stack */
 	/* the cookie SYN-ACK's own options, as the userspace table would send
 	 * them (aioxdp/tcp/table.py _send_cookie) */
-	__u16 synack_mss;
+	__u16 synack_mss; /* IPv4's (MTU - 40); IPv6 SYN-ACKs announce 20 bytes less */
 	__u16 synack_window; /* unscaled, as in every SYN-ACK */
 	__u8 synack_wscale; /* our shift when the SYN offered window scaling */
 	__u8 synack_options; /* AIOXDP_SYNACK_* */

@@ -372,10 +372,6 @@ async def serve_one(t: Topology, accepted: asyncio.Queue[asyncio.Transport], hos
     return await fetched
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the core announces TcpConfig.mss (MTU - 40) on both families: an IPv6 SYN-ACK needs "
-    "MTU - 60 (aioxdp/tcp/output.py _syn_segment, table.py _send_cookie, the XDP cookie "
-    "SYN-ACK's synack_mss); see issue #13"))
 def test_ipv6_connections_announce_the_mtu_less_60(topology: Topology) -> None:
     """An IPv6 SYN-ACK announces the MTU less the 60 bytes of IPv6 and TCP headers (RFC
     8200 §5, RFC 9293 §3.7.1), before and after the MTU changes; IPv4 the MTU less 40."""

@@ -33,6 +33,7 @@ from aioxdp.tcp import wire
 from aioxdp.tcp.config import TcpConfig
 from aioxdp.tcp.connection import receive_window_scale
 from aioxdp.tcp.cookies import MSS_TABLE_V4, MSS_TABLE_V6, check_cookie, ts_clock
+from aioxdp.tcp.options import local_mss
 from aioxdp.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
 from aioxdp.tcp.table import ConnectionTable
 from aioxdp.topology import Topology
@@ -282,7 +283,8 @@ def test_spoofed_syns_are_answered_with_cookies_the_table_accepts(
             synack = got[syn.sport]
             assert (synack.src, synack.dst, synack.sport) == (syn.dst, syn.src, PORT)
             assert synack.flags == SYN | ACK and synack.ack == (syn.seq + 1) & 0xFFFFFFFF
-            assert synack.mss == table.config.mss and synack.window == 65535
+            # the MTU less 40 over IPv4, less 60 over IPv6 (options.local_mss)
+            assert synack.mss == local_mss(table.config.mss, syn.dst) and synack.window == 65535
             ack = Segment(syn.src, syn.dst, syn.sport, PORT, synack.ack, synack.seq + 1, ACK,
                           1000, ts=None if synack.ts is None else (syn.ts[0] + 1, synack.ts[0]))  # type: ignore[index]
             info = check_cookie(table.cookie_secrets, ack, now=time.monotonic())

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class TcpConfig:
-    # Segment sizes. mss is what we announce; the interface MTU bounds it (RFC 9293 §3.7.1).
+    # Segment sizes. mss is what we announce over IPv4, the interface MTU less 40 at
+    # most (RFC 9293 §3.7.1); IPv6 connections announce 20 bytes less (options.local_mss).
     mss: int = 1460
     # Floor for the peer's announced MSS: Linux's net.ipv4.tcp_min_snd_mss, whose
     # default is 48 (CVE-2019-11479 asked for a floor; RFC 9293 MUST-16: never send

@@ -31,7 +31,7 @@ from .events import (
     Event,
     SendBufferDrained,
 )
-from .options import MAX_WSCALE, TS_OPTION_LEN, default_mss, receive_window_scale
+from .options import MAX_WSCALE, TS_OPTION_LEN, default_mss, local_mss, receive_window_scale
 from .rtt import RttEstimator
 from .sack import Scoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, Segment
@@ -166,7 +166,7 @@ class Connection(Timers):
         tcp_min_snd_mss, 48 by default). Segments carry the timestamps option, so
         their payload is 12 bytes less (MUST-16)."""
         cfg = self.config
-        mss = min(max(peer_mss, cfg.min_mss), cfg.mss)
+        mss = min(max(peer_mss, cfg.min_mss), local_mss(cfg.mss, self.local[0]))
         self.mss = mss
         self._seg_payload = mss - TS_OPTION_LEN if self._ts_ok else mss
         # The peer's full-sized segments are no larger than ours (delayed ACKs).

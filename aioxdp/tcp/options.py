@@ -35,6 +35,18 @@ def default_mss(addr: bytes) -> int:
     return DEFAULT_MSS_V6 if len(addr) == 16 else DEFAULT_MSS_V4
 
 
+# An IPv6 header is 20 bytes longer than an IPv4 one without options.
+IPV6_EXTRA_HLEN: Final = 20
+
+
+def local_mss(mss: int, local: bytes) -> int:
+    """Our MSS on a connection from ``local``: ``TcpConfig.mss`` is the IPv4 one, the
+    MTU less 40 (RFC 9293 §3.7.1); IPv6 takes 20 bytes more of each packet, so its
+    MSS is the MTU less 60 (RFC 8200 §5), as Linux derives each family's from the
+    route's MTU."""
+    return mss - IPV6_EXTRA_HLEN if len(local) == 16 else mss
+
+
 def sack_option_len(blocks: int) -> int:
     """Bytes a SACK option with ``blocks`` blocks takes, padded with two NOPs (RFC 2018 §3)."""
     return 4 + 8 * blocks if blocks else 0

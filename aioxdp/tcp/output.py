@@ -9,7 +9,7 @@ algorithms (RFC 6582, RFC 6675) and the persist timer (RFC 9293 §3.8.6.1).
 from __future__ import annotations
 
 from . import seq as sq
-from .options import MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, sack_option_len
+from .options import MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, local_mss, sack_option_len
 from .segment import ACK, FIN, PSH, RST, SYN, Segment
 from .seq import HALF
 from .tcb import CLOSED, INF, MASK, SENDING, SYN_RECEIVED, SYN_SENT, Tcb
@@ -92,7 +92,7 @@ class Output(Tcb):
         cfg = self.config
         syn_ack = self.state is SYN_RECEIVED
         seg = self._make(self.iss, SYN | ACK if syn_ack else SYN, b"")
-        seg.mss = cfg.mss
+        seg.mss = local_mss(cfg.mss, self.local[0])
         if cfg.window_scaling and (not syn_ack or self._ws_ok):
             seg.wscale = self.rcv_wscale
         if cfg.sack and (not syn_ack or self._sack_ok):

@@ -41,6 +41,7 @@ from .config import TcpConfig
 from .connection import Connection, receive_window_scale
 from .cookies import CookieSecrets, check_cookie, derive_key, flow_hash32, isn, make_cookie
 from .events import ConnectionClosed, ConnectionEstablished, Event
+from .options import local_mss
 from .segment import ACK, FIN, RST, SYN, Segment
 from .tcb import CLOSED, INF, SYN_RECEIVED, TIME_WAIT
 from .wire import IcmpError
@@ -298,7 +299,7 @@ class ConnectionTable:
         cfg = self.config
         cookie, tsval = make_cookie(self.cookie_secrets, syn, now=now)
         synack = Segment(syn.dst, syn.src, syn.dport, syn.sport, cookie, sq.add(syn.seq, 1),
-                         SYN | ACK, min(cfg.rcv_buf, 0xFFFF), mss=cfg.mss)
+                         SYN | ACK, min(cfg.rcv_buf, 0xFFFF), mss=local_mss(cfg.mss, syn.dst))
         if tsval is not None and cfg.timestamps and syn.ts is not None:
             # Without timestamps nothing but the MSS survives a cookie, so nothing else is
             # offered (Linux clears the options of such a SYN the same way).

@@ -8,7 +8,7 @@ import pytest
 from aioxdp.tcp.connection import receive_window_scale
 from aioxdp.tcp.events import DataReceived
 
-from .packetscript import ISS, PEER_ISS, S, Script, active, config, passive
+from .packetscript import ISS, LOCAL6, PEER_ISS, REMOTE6, S, Script, active, config, passive
 
 P = PEER_ISS + 1
 U = ISS + 1
@@ -228,3 +228,26 @@ def test_ipv6_and_options_do_not_change_data():
         (0.1, "<", S("P.", seq=P, ack=U, data=b"payload", ts=(2, 0))),
         (0.1, "event", DataReceived, {"data": b"payload"}),
     ])
+
+
+def test_ipv6_syn_ack_announces_20_bytes_less():
+    # TcpConfig.mss is the IPv4 MSS (MTU - 40); IPv6's header is 20 bytes longer, so an
+    # IPv6 connection announces MTU - 60 (RFC 8200 §5, RFC 9293 §3.7.1)
+    s = Script(config(mss=1460), local=LOCAL6, remote=REMOTE6)
+    s.conn.accept_syn(S("S", seq=PEER_ISS, mss=1460).segment(REMOTE6, LOCAL6), now=0.0)
+    (synack,) = s.conn.segments_to_send(now=0.0)
+    assert synack.mss == 1440
+
+
+def test_ipv6_active_open_announces_20_bytes_less():
+    s = Script(config(mss=1460), local=LOCAL6, remote=REMOTE6)
+    s.conn.connect(now=0.0)
+    (syn,) = s.conn.segments_to_send(now=0.0)
+    assert syn.mss == 1440
+
+
+def test_ipv6_send_mss_is_capped_by_ours_less_20():
+    # a peer announcing more than our IPv6 MSS gets segments no larger than it
+    s = passive(config(mss=1460), syn=S("S", seq=PEER_ISS, mss=9000),
+                local=LOCAL6, remote=REMOTE6)
+    assert s.conn.mss == 1440

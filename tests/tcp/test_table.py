@@ -873,3 +873,18 @@ def test_flow_changes_are_not_recorded_unless_asked_for() -> None:
     table = make_table()
     established(table, 3)
     assert table.take_flow_changes() == ([], [])
+
+
+def test_ipv6_cookie_syn_ack_announces_20_bytes_less() -> None:
+    """A cookie SYN-ACK over IPv6 announces the MTU less 60, as the table's other
+    SYN-ACKs do (options.local_mss); the XDP program's cookie SYN-ACKs do the same."""
+    server6, client6 = bytes.fromhex("2001000200" + "00" * 10 + "01"), \
+        bytes.fromhex("2001000200" + "00" * 10 + "02")
+    table = make_table(mss=1460)
+    table.listen(ANY, 80, backlog=1)
+    for port in (40000, 40001):  # the second finds the backlog full: a cookie
+        table.receive(syn(port, src=client6, dst=server6, mss=1460), now=0.0)
+    synacks = sorted(table.segments_to_send(now=0.0), key=lambda s: s.dport)
+    assert table.stats["syn-cookies-sent"] == 1
+    assert [(s.flags, s.dport, s.mss) for s in synacks] == \
+        [(SYN | ACK, 40000, 1440), (SYN | ACK, 40001, 1440)]
