@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import kernel
 from ._xsk import XdpProgram, XskSocket
+from .polling import AdaptivePoll, PollStats
 from .protect import Protection, load_program
 from .relay import PortRelay
 from .settings import Settings
@@ -217,6 +218,10 @@ class NetStack:
         self.tx_stalls = 0
         self.tx_no_mac = 0  # segments dropped for want of a next-hop MAC
         self.flows_not_added = 0  # connections the full `flows` map could not take
+        # how the loop waits for frames (polling.py)
+        self.poll_stats = PollStats()
+        self._adaptive = (AdaptivePoll(settings.poll_budget_us / 1e6, loop.time())
+                          if settings.poll == "adaptive" else None)
         if settings.poll == "busy":
             loop.call_soon(self._busy_poll)
         else:
@@ -283,15 +288,61 @@ class NetStack:
         self.table.receive_icmp(err, now=now)
 
     def _on_readable(self) -> None:
-        if self._receive_batch():
+        """The selector woke the loop: the RX ring has frames (wakeup mode, and
+        adaptive mode while asleep, which may go on polling from here)."""
+        stats = self.poll_stats
+        stats.wakeups += 1
+        count = self._receive_batch()
+        if count:
+            stats.batches += 1
             self._service()
+        adaptive = self._adaptive
+        if adaptive is not None:
+            if count:
+                adaptive.batch(self.loop.time())
+            if adaptive.wake() and not self._closed:
+                self.loop.remove_reader(self.xsk.fileno())
+                self.loop.call_soon(self._adaptive_poll)
 
     def _busy_poll(self) -> None:
         if self._closed:
             return
-        if self._receive_batch() or self._flush_scheduled:
+        stats = self.poll_stats
+        stats.polls += 1
+        if self._receive_batch():
+            stats.batches += 1
             self._service()
+        else:
+            stats.empty_polls += 1
+            if self._flush_scheduled:
+                self._service()
         self.loop.call_soon(self._busy_poll)
+
+    def _adaptive_poll(self) -> None:
+        """Adaptive mode while polling: one look at the RX ring per loop iteration,
+        until the rule says sleep; then the fd goes back into the selector, which
+        wakes the loop at once if frames came since this look (polling.py)."""
+        if self._closed:
+            return
+        adaptive = self._adaptive
+        assert adaptive is not None
+        stats = self.poll_stats
+        stats.polls += 1
+        count = self._receive_batch()
+        now = self.loop.time()
+        if count:
+            stats.batches += 1
+            adaptive.batch(now)
+            self._service()
+        else:
+            stats.empty_polls += 1
+            if self._flush_scheduled:
+                self._service()
+            if adaptive.should_sleep(now):
+                stats.sleeps += 1
+                self.loop.add_reader(self.xsk.fileno(), self._on_readable)
+                return
+        self.loop.call_soon(self._adaptive_poll)
 
     def wakeup(self) -> None:
         """An application call changed a connection: service the stack once this iteration."""
@@ -796,8 +847,24 @@ class NetStack:
             "flows_not_added": self.flows_not_added,
             "core": CORE,
             "rx_paths": self.table.receive_paths(),
+            "polling": self._polling_stats(xsk),
             **({"relay": self.relay.stats()} if self.relay is not None else {}),
         }
+
+    def _polling_stats(self, xsk: dict[str, int]) -> dict[str, Any]:
+        """PollStats, the adaptive rule's state, and the system calls the socket
+        made (kicks: recvfrom to refill, sendto to transmit) per 1,000 frames."""
+        out: dict[str, Any] = {"mode": self.settings.poll, **vars(self.poll_stats)}
+        frames = xsk["rx"] + xsk["tx"]
+        kicks = xsk["rx_kicks"] + xsk["tx_kicks"]
+        out["kicks_per_1k_frames"] = round(1000 * kicks / frames, 1) if frames else 0.0
+        out["wakeups_per_1k_frames"] = (round(1000 * self.poll_stats.wakeups / frames, 1)
+                                        if frames else 0.0)
+        if self._adaptive is not None:
+            out["budget_us"] = round(self._adaptive.budget * 1e6, 1)
+            out["gap_us"] = round(self._adaptive.gap * 1e6, 1)
+            out["asleep"] = self._adaptive.asleep
+        return out
 
     def close(self) -> None:
         """End what is still open, detach XDP, release the ports. Idempotent.
@@ -830,7 +897,7 @@ class NetStack:
                 # the map outlives this worker: take out the connections a flush cut
                 # short (TX ring full) left in the table
                 self.program.remove_flows(list(self.table.connections))
-            if self.settings.poll == "wakeup":
+            if self.settings.poll != "busy":  # adaptive mode may be polling: then a no-op
                 self.loop.remove_reader(self.xsk.fileno())
             if self.relay is not None:
                 self.loop.remove_reader(self.relay.fileno())

@@ -17,7 +17,8 @@ from typing import Any
 
 from . import statsserver
 
-SECTION_TITLES = {"xdp": "XDP verdicts", "xsk": "AF_XDP socket", "tcp": "TCP"}
+SECTION_TITLES = {"xdp": "XDP verdicts", "xsk": "AF_XDP socket", "tcp": "TCP",
+                  "polling": "Waiting for frames (poll mode, polling.py)"}
 HEADER_KEYS = {"pid", "interface", "queue", "mode", "poll", "loop", "started", "uptime",
                "running", "socket", "addresses", "error"}
 
