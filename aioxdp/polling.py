@@ -11,19 +11,23 @@
   from the application when it needs the CPU (issue #14: the paper's point).
 - ``adaptive``: polled while frames keep coming, asleep in the selector once
   they stop. ``AdaptivePoll`` below decides, from the times it is told about,
-  how long to go on polling after the last batch (the *budget*).
+  how long to go on polling after a batch before sleeping (the *budget*).
 
-The rule: what decides whether polling pays is how soon the next batch comes.
-Every batch gives a sample, the time since the batch before (capped, so that
-one long idle period does not take long to forget); ``gap`` is their moving
-average (weight 1/8, like RFC 6298's SRTT). The next batch is expected within
-about ``2 * gap``: when that is within ``budget_max``, the loop polls that
-long after each batch before it sleeps; when it is not, polling would burn
-CPU for nothing, and the loop sleeps as soon as the ring is empty (the
-budget is 0: wakeup mode). A wake-up whose batch came soon after the last one
-pulls ``gap`` down again, so polling resumes when traffic gets dense.
-``budget_max`` (``Settings.poll_budget_us``) bounds what an idle spell costs:
-one budget of polling after the last batch, then nothing.
+The rule is the ski-rental trade-off (poll, or pay for a wake-up), learnt
+from the traffic. Going to sleep costs a wake-up ``W`` when the next batch
+comes (``Settings.poll_budget_us``: the CPU of a scheduler round trip and a
+selector pass, tens of µs in a VM, and the longest budget); polling for a
+budget ``b`` costs the gap ``g`` until the next batch if ``g <= b`` (and spares
+the wake-up and its latency), else ``b`` wasted and the wake-up after all.
+Every gap between batches (from the end of serving one to the arrival of the
+next) is a sample: for each candidate budget (0, W/4, W/2, W) the rule keeps
+the moving average (weight 1/16) of what that gap would have cost under it,
+and uses the cheapest, the smallest on a tie. Budget 0 is wakeup mode, so the
+rule never expects to spend more CPU than wakeup mode would on the traffic it
+has just seen. Dense traffic (gaps of a few µs) makes polling cheaper and it
+polls; sparse traffic, gaps longer than W, makes it sleep at once; traffic in
+bursts polls through a burst and sleeps between bursts if the pauses are long.
+An idle stack costs at most one budget after its last batch, then nothing.
 
 The stack keeps the fd out of the selector while it polls (a level-triggered
 fd with frames waiting would wake the loop on every iteration for nothing) and
@@ -38,10 +42,9 @@ from dataclasses import dataclass
 from typing import Final
 
 MODES: Final = ("wakeup", "busy", "adaptive")
-GAP_WEIGHT: Final = 1 / 8
-# a sample above this many budget_max counts as this many: after an idle spell, the
-# average comes back to a busy flow's gaps within a few dozen batches
-GAP_CAP: Final = 4
+# the budgets adaptive mode chooses from, in wake-up costs (0: sleep at once)
+BUDGET_SHARES: Final = (0.0, 0.25, 0.5, 1.0)
+COST_WEIGHT: Final = 1 / 16
 
 
 @dataclass
@@ -62,26 +65,37 @@ class PollStats:
 
 
 class AdaptivePoll:
-    """The adaptive mode's decisions; time is passed in (seconds, the loop's clock)."""
+    """The adaptive mode's decisions; time is passed in (seconds, a clock with µs
+    resolution: not uvloop's ``loop.time()``, which counts whole milliseconds)."""
 
-    def __init__(self, budget_max: float, now: float) -> None:
-        if budget_max < 0:
-            raise ValueError("budget_max must not be negative")
-        self.budget_max = budget_max
-        self.gap = budget_max / 2  # start out polling: the first batches say more
-        self.last = now  # when the last batch came
+    def __init__(self, wake_cost: float, now: float) -> None:
+        if wake_cost < 0:
+            raise ValueError("wake_cost must not be negative")
+        self.wake_cost = wake_cost
+        self.budgets = tuple(share * wake_cost for share in BUDGET_SHARES)
+        # expected CPU per gap under each budget: all alike at first, so the
+        # smallest (sleep at once) until the traffic says otherwise
+        self.costs = [wake_cost] * len(self.budgets)
+        self.budget = 0.0
+        self.last = now  # when the loop last finished serving a batch
         self.asleep = True  # the stack starts with its fd in the selector
 
-    @property
-    def budget(self) -> float:
-        """How long to go on polling after the last batch: 0 means sleep at once."""
-        expected = 2 * self.gap
-        return expected if expected <= self.budget_max else 0.0
-
     def batch(self, now: float) -> None:
-        """Frames came (from a poll or after a wake-up)."""
-        sample = min(now - self.last, GAP_CAP * self.budget_max)
-        self.gap += (sample - self.gap) * GAP_WEIGHT
+        """Frames came at ``now`` (from a poll or after a wake-up): the gap since
+        the last batch was served is a sample, and the budget is chosen anew."""
+        gap = now - self.last
+        wake = self.wake_cost
+        costs = self.costs
+        best = 0
+        for index, budget in enumerate(self.budgets):
+            cost = gap if gap <= budget else budget + wake
+            costs[index] += (cost - costs[index]) * COST_WEIGHT
+            if costs[index] < costs[best]:
+                best = index
+        self.budget = self.budgets[best]
+
+    def served(self, now: float) -> None:
+        """The batch is served: the gap to the next one counts from ``now``."""
         self.last = now
 
     def should_sleep(self, now: float) -> bool:

@@ -56,8 +56,9 @@ class Settings:
       "busy" (poll the rings on every loop iteration: lowest latency, one
       core at 100%) or "adaptive" (poll while frames keep coming, sleep once
       they stop; aioxdp/polling.py has the rule).
-    poll_budget_us: adaptive mode's longest polling after the last batch
-      before the loop sleeps, in µs (what an idle spell costs at most).
+    poll_budget_us: adaptive mode's longest polling after a batch before the
+      loop sleeps, in µs, which is also the CPU a wake-up is taken to cost
+      (polling.py weighs one against the other).
     port_range: local ports for outgoing connections; the kernel is told
       never to pick them (net.ipv4.ip_local_reserved_ports).
     zerocopy: ask for zero-copy AF_XDP (falls back to copy mode, with a
@@ -89,7 +90,7 @@ class Settings:
     queue: int = 0
     mode: str = "skb"
     poll: str = "wakeup"
-    poll_budget_us: int = 50
+    poll_budget_us: int = 30
     port_range: tuple[int, int] = (61000, 64999)
     zerocopy: bool = False
     loop: str = "auto"

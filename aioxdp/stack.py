@@ -28,6 +28,7 @@ import os
 import socket
 from array import array
 from collections.abc import Callable, Sequence
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from . import kernel
@@ -220,7 +221,9 @@ class NetStack:
         self.flows_not_added = 0  # connections the full `flows` map could not take
         # how the loop waits for frames (polling.py)
         self.poll_stats = PollStats()
-        self._adaptive = (AdaptivePoll(settings.poll_budget_us / 1e6, loop.time())
+        # (its clock is time.monotonic: uvloop's loop.time() counts whole milliseconds,
+        # cached per iteration, and the gaps it weighs are µs)
+        self._adaptive = (AdaptivePoll(settings.poll_budget_us / 1e6, monotonic())
                           if settings.poll == "adaptive" else None)
         if settings.poll == "busy":
             loop.call_soon(self._busy_poll)
@@ -293,16 +296,17 @@ class NetStack:
         stats = self.poll_stats
         stats.wakeups += 1
         count = self._receive_batch()
+        adaptive = self._adaptive
         if count:
             stats.batches += 1
+            if adaptive is not None:
+                adaptive.batch(monotonic())
             self._service()
-        adaptive = self._adaptive
-        if adaptive is not None:
-            if count:
-                adaptive.batch(self.loop.time())
-            if adaptive.wake() and not self._closed:
-                self.loop.remove_reader(self.xsk.fileno())
-                self.loop.call_soon(self._adaptive_poll)
+            if adaptive is not None:
+                adaptive.served(monotonic())
+        if adaptive is not None and adaptive.wake() and not self._closed:
+            self.loop.remove_reader(self.xsk.fileno())
+            self.loop.call_soon(self._adaptive_poll)
 
     def _busy_poll(self) -> None:
         if self._closed:
@@ -329,11 +333,12 @@ class NetStack:
         stats = self.poll_stats
         stats.polls += 1
         count = self._receive_batch()
-        now = self.loop.time()
+        now = monotonic()
         if count:
             stats.batches += 1
             adaptive.batch(now)
             self._service()
+            adaptive.served(monotonic())
         else:
             stats.empty_polls += 1
             if self._flush_scheduled:
@@ -862,7 +867,10 @@ class NetStack:
                                         if frames else 0.0)
         if self._adaptive is not None:
             out["budget_us"] = round(self._adaptive.budget * 1e6, 1)
-            out["gap_us"] = round(self._adaptive.gap * 1e6, 1)
+            out["expected_us_per_gap"] = {
+                round(budget * 1e6, 1): round(cost * 1e6, 1)
+                for budget, cost in zip(self._adaptive.budgets, self._adaptive.costs,
+                                        strict=True)}
             out["asleep"] = self._adaptive.asleep
         return out
 

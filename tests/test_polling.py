@@ -1,101 +1,120 @@
-"""The adaptive poll mode's rule (aioxdp/polling.py), on a fake clock: when it polls,
-when it sleeps, how the budget follows the gaps between batches."""
+"""The adaptive poll mode's rule (aioxdp/polling.py), on a fake clock: which budget the
+gaps between batches make it choose, when it polls and when it sleeps."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from aioxdp.polling import GAP_CAP, AdaptivePoll
+from aioxdp.polling import AdaptivePoll
 
 US = 1e-6
-MAX = 50 * US
+WAKE = 20 * US
 
 
-def feed(rule: AdaptivePoll, start: float, gap: float, count: int) -> float:
-    """``count`` batches ``gap`` apart after ``start``; returns the last one's time."""
+def feed(rule: AdaptivePoll, gaps: list[float], start: float = 0.0,
+         serve: float = 1 * US) -> float:
+    """Batches after these idle gaps, each served in ``serve``; returns when the last
+    was served."""
     now = start
-    for _ in range(count):
+    for gap in gaps:
         now += gap
         rule.batch(now)
+        now += serve
+        rule.served(now)
     return now
 
 
-def test_starts_asleep_and_polls_after_its_first_wake() -> None:
-    rule = AdaptivePoll(MAX, now=0.0)
+def test_starts_asleep_and_sleeping_at_once() -> None:
+    rule = AdaptivePoll(WAKE, now=0.0)
+    assert rule.asleep and rule.budget == 0.0
+    assert rule.budgets == pytest.approx((0.0, 5 * US, 10 * US, 20 * US))
+    assert rule.wake() is False  # a wake-up leaves the fd in the selector
+
+
+def test_dense_batches_make_it_poll() -> None:
+    """Gaps of 2 µs cost 2 µs of polling under any budget, a wake-up (20 µs) if it
+    sleeps: it polls, with the smallest budget that covers them."""
+    rule = AdaptivePoll(WAKE, now=0.0)
+    last = feed(rule, [2 * US] * 40)
+    assert rule.budget == pytest.approx(5 * US)
+    assert rule.wake() is True and not rule.asleep
+    assert not rule.should_sleep(last + 4 * US)
+    assert rule.should_sleep(last + 5.01 * US)
     assert rule.asleep
-    rule.batch(10 * US)
+
+
+def test_gaps_longer_than_a_wake_up_make_it_sleep_at_once() -> None:
+    rule = AdaptivePoll(WAKE, now=0.0)
+    feed(rule, [2 * US] * 40)
     assert rule.budget > 0
-    assert rule.wake() is True
-    assert not rule.asleep
-
-
-def test_dense_batches_keep_it_polling_through_short_gaps() -> None:
-    rule = AdaptivePoll(MAX, now=0.0)
-    rule.wake()
-    last = feed(rule, 0.0, 5 * US, 40)
-    assert rule.gap == pytest.approx(5 * US, rel=0.05)
-    assert rule.budget == pytest.approx(10 * US, rel=0.05)
-    # empty polls within the budget: go on polling
-    assert not rule.should_sleep(last + 2 * US)
-    assert not rule.should_sleep(last + 9 * US)
-    assert not rule.asleep
-
-
-def test_sleeps_once_the_budget_after_the_last_batch_is_spent() -> None:
-    rule = AdaptivePoll(MAX, now=0.0)
-    rule.wake()
-    last = feed(rule, 0.0, 5 * US, 40)
-    assert not rule.should_sleep(last + rule.budget * 0.99)
-    assert rule.should_sleep(last + rule.budget * 1.01)
-    assert rule.asleep
-
-
-def test_sparse_batches_make_it_sleep_at_once() -> None:
-    """Batches further apart than half the longest budget: polling would burn the
-    budget for nothing after each one (budget 0: wakeup mode)."""
-    rule = AdaptivePoll(MAX, now=0.0)
-    last = feed(rule, 0.0, 40 * US, 40)
+    last = feed(rule, [300 * US] * 60)
     assert rule.budget == 0.0
     assert rule.should_sleep(last)  # the first empty poll
-    assert rule.wake() is False  # a wake-up leaves the fd in the selector
-    assert rule.asleep
+    assert rule.wake() is False
 
 
-def test_dense_traffic_after_sparse_brings_polling_back() -> None:
-    rule = AdaptivePoll(MAX, now=0.0)
-    last = feed(rule, 0.0, 1.0, 5)  # one batch a second: capped samples
-    assert rule.gap == pytest.approx(GAP_CAP * MAX, rel=0.5)
+def test_gaps_near_the_wake_cost_take_the_budget_that_covers_them() -> None:
+    rule = AdaptivePoll(WAKE, now=0.0)
+    feed(rule, [8 * US] * 60)  # 8 µs polled < 20 µs woken; covered by W/2
+    assert rule.budget == pytest.approx(10 * US)
+    feed(rule, [16 * US] * 80)  # still cheaper than a wake-up: the whole budget
+    assert rule.budget == pytest.approx(20 * US)
+
+
+def test_bursts_with_long_pauses_poll_when_most_gaps_are_short() -> None:
+    """Three gaps of 1 µs in a burst, then a pause of 1 ms: polling 5 µs costs
+    (3 * 1 + 5 + 20) / 4 = 7 µs a gap, sleeping 20: it polls through bursts."""
+    rule = AdaptivePoll(WAKE, now=0.0)
+    feed(rule, [1 * US, 1 * US, 1 * US, 1000 * US] * 30)
+    assert rule.budget == pytest.approx(5 * US)
+
+
+def test_mostly_long_gaps_make_it_sleep() -> None:
+    """One short gap in four: polling 5 µs costs (1 + 3 * 25) / 4 = 19 µs a gap, 20
+    sleeping; one in five: 20.2 against 20: it sleeps."""
+    rule = AdaptivePoll(WAKE, now=0.0)
+    feed(rule, [1 * US, 1000 * US, 1000 * US, 1000 * US, 1000 * US] * 30)
     assert rule.budget == 0.0
-    feed(rule, last, 3 * US, 30)
-    assert 0 < rule.budget <= MAX
-    assert rule.wake() is True
 
 
-def test_an_idle_spell_is_forgotten_within_a_few_dozen_batches() -> None:
-    rule = AdaptivePoll(MAX, now=0.0)
-    last = feed(rule, 0.0, 5 * US, 40)
-    last = feed(rule, last, 3600.0, 1)  # an hour of nothing
-    assert rule.budget == 0.0
-    feed(rule, last, 5 * US, 24)
+def test_never_expects_more_than_sleeping_at_once_would_cost() -> None:
+    """Whatever the gaps, the chosen budget's expected cost per gap is at most what
+    sleeping at once is expected to cost (budget 0 is always a candidate)."""
+    rng = random.Random(3)
+    rule = AdaptivePoll(WAKE, now=0.0)
+    for _ in range(2000):
+        feed(rule, [rng.expovariate(1 / rng.choice((1 * US, 10 * US, 100 * US)))])
+        chosen = rule.budgets.index(rule.budget)
+        assert rule.costs[chosen] <= rule.costs[0]
+        assert 0.0 <= rule.budget <= WAKE
+
+
+def test_traffic_coming_back_after_an_idle_spell_brings_polling_back() -> None:
+    rule = AdaptivePoll(WAKE, now=0.0)
+    last = feed(rule, [2 * US] * 40)
+    last = feed(rule, [3600.0], start=last)  # an hour of nothing
+    assert rule.costs[0] == pytest.approx(WAKE)
+    feed(rule, [2 * US] * 12, start=last)
     assert rule.budget > 0
 
 
-def test_budget_never_exceeds_its_bound() -> None:
-    rule = AdaptivePoll(MAX, now=0.0)
-    for gap in (1 * US, 10 * US, 20 * US, 24 * US, 26 * US, 100 * US, 1.0):
-        rule = AdaptivePoll(MAX, now=0.0)
-        feed(rule, 0.0, gap, 100)
-        assert rule.budget <= MAX
-        assert rule.budget == (0.0 if 2 * gap > MAX else pytest.approx(2 * gap, rel=0.01))
+def test_the_gap_counts_from_the_end_of_serving() -> None:
+    """A batch that took 50 µs to serve followed 3 µs later by the next: a gap of 3,
+    not 53."""
+    rule = AdaptivePoll(WAKE, now=0.0)
+    feed(rule, [3 * US] * 40, serve=50 * US)
+    assert rule.budget == pytest.approx(5 * US)
 
 
-def test_a_zero_bound_is_wakeup_mode() -> None:
+def test_a_zero_wake_cost_is_wakeup_mode() -> None:
     rule = AdaptivePoll(0.0, now=0.0)
-    feed(rule, 0.0, 1 * US, 10)
+    feed(rule, [1 * US] * 10)
     assert rule.budget == 0.0
     assert rule.wake() is False
 
 
-def test_negative_bound_refused() -> None:
-    with pytest.raises(ValueError, match="budget_max"):
+def test_negative_wake_cost_refused() -> None:
+    with pytest.raises(ValueError, match="wake_cost"):
         AdaptivePoll(-1.0, now=0.0)
