@@ -90,7 +90,7 @@ class Settings:
     queue: int = 0
     mode: str = "skb"
     poll: str = "wakeup"
-    poll_budget_us: int = 30
+    poll_budget_us: int = 15
     port_range: tuple[int, int] = (61000, 64999)
     zerocopy: bool = False
     loop: str = "auto"
