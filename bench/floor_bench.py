@@ -14,11 +14,14 @@ bench/servers.py (``hello``, ``Echo``) driven through an in-memory transport,
 and bench/c/echo_client.c drive the real servers. CPU time per request is
 ``time.process_time()`` over the run.
 
-For the echo, a second floor: what AF_XDP in copy mode costs per frame with
-no Python at all, bench/xsk_rate.py's C loops (receive, transmit; 64-byte
-frames, SKB mode, CPU 0's busy time per frame, kernel copy included). An echo
-round trip is one frame each way, so their sum is what any AF_XDP stack pays
-per round trip on this machine before it parses a header.
+For the echo, two more: what AF_XDP in copy mode costs the process per frame
+with no Python at all, bench/xsk_rate.py's C loops (receive, transmit; 64-byte
+frames, SKB mode, the loop process's own CPU time per frame, as "server CPU"
+counts ours: an echo round trip is one frame each way); and, for scale, what the
+compiled TCP core costs per round trip with no I/O, frames written and parsed
+by wire.py in Python (bench/core_segments.py's ``rtt`` case, which runs both
+ends: half of it is the server's). That one is no floor (the stack parses
+frames in C), so the budget left under the target does not subtract it.
 
 Then, in the same run, bench/http_bench.py measures kernel+uvloop and
 aioxdp+uvloop on http-c50 and echo (subprocesses: their output is read back).
@@ -42,6 +45,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 from common import RESULTS, cpu_model, markdown_table, save_json, source_version
+from core_segments import bench_rtt
 from servers import Echo, hello
 
 HERE = Path(__file__).resolve().parent
@@ -149,8 +153,8 @@ def measured_stacks(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def xsk_floor(args: argparse.Namespace) -> float:
-    """CPU 0's µs per frame of the C AF_XDP loops, receive plus transmit (SKB mode),
-    from bench/xsk_rate.py's table (a subprocess: it pins itself to CPU 0)."""
+    """The C AF_XDP loops' own CPU seconds per frame, receive plus transmit (SKB
+    mode), from bench/xsk_rate.py's table (a subprocess: it pins itself to CPU 0)."""
     out = subprocess.run([sys.executable, str(HERE / "xsk_rate.py"), "--modes", "skb",
                           "--repeat", str(args.repeat), "--seconds", "2"],
                          check=True, timeout=1800, capture_output=True, text=True).stdout
@@ -159,8 +163,18 @@ def xsk_floor(args: argparse.Namespace) -> float:
         fields = line.split()
         # mode dir path frames frames/s own-µs CPU0-µs busy ratio
         if len(fields) == 9 and fields[0] == "skb" and fields[2] == "c":
-            per_frame[fields[1]] = float(fields[6])
+            per_frame[fields[1]] = float(fields[5])
     return (per_frame["rx"] + per_frame["tx"]) / 1e6
+
+
+def core_floor() -> float:
+    """The compiled TCP core's CPU seconds per round trip on the server's side: half
+    of core_segments' ``rtt`` (two tables, frames through wire.py), median of 3."""
+    from aioxdp import tcp
+    if tcp.CORE != "compiled":
+        raise SystemExit(f"the compiled core is not in use ({tcp.CORE_REASON}): build it")
+    runs = sorted(bench_rtt(20_000, 64, True)[0] / 20_000 for _ in range(3))
+    return runs[1] / 2
 
 
 def per_request(data: dict[str, Any], case: str, config: str) -> float:
@@ -186,7 +200,10 @@ def main() -> None:
               f"(runs: {', '.join(f'{r * 1e6:.2f}' for r in runs)})", flush=True)
     floors["echo-xsk"] = xsk_floor(args)
     print(f"echo: AF_XDP copy mode in C, one frame each way: {floors['echo-xsk'] * 1e6:.2f} µs "
-          "of CPU 0 per round trip", flush=True)
+          "of the process's CPU per round trip", flush=True)
+    floors["echo-core"] = core_floor()
+    print(f"echo: the compiled TCP core and wire.py, server side: "
+          f"{floors['echo-core'] * 1e6:.2f} µs per round trip", flush=True)
     stacks = measured_stacks(args)
     rows, report = [], {}
     for case, target in TARGETS.items():
@@ -194,17 +211,21 @@ def main() -> None:
         ours = per_request(stacks, case, "aioxdp+uvloop")
         app = floors[case]
         xsk = floors["echo-xsk"] if case == "echo" else 0.0
+        core = floors["echo-core"] if case == "echo" else 0.0
         left = target * kernel - app - xsk
-        report[case] = {"app_floor": app, "xsk_floor": xsk, "kernel": kernel, "aioxdp": ours,
-                        "target": target, "left": left}
+        report[case] = {"app_floor": app, "xsk_floor": xsk, "core_floor": core,
+                        "kernel": kernel, "aioxdp": ours, "target": target, "left": left}
         rows.append([case, f"{kernel * 1e6:.2f}", f"{ours * 1e6:.2f}",
                      f"{app * 1e6:.2f} ({app / kernel:.2f}x)",
                      f"{xsk * 1e6:.2f}" if xsk else "-",
-                     f"{target:.2f}x = {target * kernel * 1e6:.2f}", f"{left * 1e6:.2f}"])
+                     f"{target:.2f}x = {target * kernel * 1e6:.2f}", f"{left * 1e6:.2f}",
+                     f"{core * 1e6:.2f}" if core else "-"])
     table = markdown_table(
         ["case", "kernel+uvloop µs/req", "aioxdp+uvloop µs/req", "app floor µs/req",
          "AF_XDP C floor µs/req", "#11 target µs/req",
-         "left under the target for TCP, frames, loop µs/req"], rows)
+         "left under the target for TCP, frames, events, transport µs/req",
+         "for scale: TCP core + wire.py µs/req"],
+        rows)
     header = (f"floor_bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
               f"{cpu_model()}, {source_version()}, TCP core of the aioxdp servers: "
               f"{stacks['meta'].get('tcp_core', '?')}")
