@@ -857,14 +857,19 @@ class NetStack:
         }
 
     def _polling_stats(self, xsk: dict[str, int]) -> dict[str, Any]:
-        """PollStats, the adaptive rule's state, and the system calls the socket
-        made (kicks: recvfrom to refill, sendto to transmit) per 1,000 frames."""
-        out: dict[str, Any] = {"mode": self.settings.poll, **vars(self.poll_stats)}
+        """PollStats, the adaptive rule's state, and per 1,000 frames (received and
+        sent): the socket's kicks (recvfrom to refill, sendto to transmit), the
+        wake-ups, and the system calls in all: the kicks, one selector wait per loop
+        iteration the stack saw (a poll or a wake-up: the loop's epoll_wait, with a
+        zero timeout while polling) and the two epoll_ctl of each adaptive sleep."""
+        stats = self.poll_stats
+        out: dict[str, Any] = {"mode": self.settings.poll, **vars(stats)}
         frames = xsk["rx"] + xsk["tx"]
         kicks = xsk["rx_kicks"] + xsk["tx_kicks"]
-        out["kicks_per_1k_frames"] = round(1000 * kicks / frames, 1) if frames else 0.0
-        out["wakeups_per_1k_frames"] = (round(1000 * self.poll_stats.wakeups / frames, 1)
-                                        if frames else 0.0)
+        syscalls = kicks + stats.polls + stats.wakeups + 2 * stats.sleeps
+        for name, count in (("kicks", kicks), ("wakeups", stats.wakeups),
+                            ("syscalls", syscalls)):
+            out[f"{name}_per_1k_frames"] = round(1000 * count / frames, 1) if frames else 0.0
         if self._adaptive is not None:
             out["budget_us"] = round(self._adaptive.budget * 1e6, 1)
             out["expected_us_per_gap"] = {
