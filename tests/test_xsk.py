@@ -517,3 +517,26 @@ def test_longest_frame_is_bounded_by_the_descriptors_of_one_frame() -> None:
         with pytest.raises(ValueError, match="max_frame must be"):
             XskSocket("no-such-if", 0, None, frame_size=frame_size,  # type: ignore[arg-type]
                       max_frame=max_frame)
+
+
+@pytest.mark.netns
+def test_jumbo_frames_wait_whole_for_the_next_batch() -> None:
+    """100 jumbo frames (300 descriptors) wait in the RX ring. A batch whose view of the
+    ring ends inside a frame stops before it (recv(10) looks at 26 descriptors: 8 whole
+    frames), one that fills every linear slot stops there (64), and the next takes the
+    rest: every frame once, whole and in order."""
+    with Topology(mtu=JUMBO_MTU) as t, open_stack(t, "skb", frame_size=4096,
+                                                  max_frame=JUMBO) as s:
+        s.prog.add_listener(packed_address(t.server_ip), 7000)
+        frames = [with_ref_checksums(ether(s.server_mac, s.client_mac, ip_packet(
+            packed_address(t.client_ip), packed_address(t.server_ip), 6,
+            tcp_header(5555, 7000, seq) + bytes([seq]) * (JUMBO - 54)))) for seq in range(100)]
+        inject(t, frames)
+        deadline = time.monotonic() + 5
+        while s.xsk.stats()["rx_ring"] < 300 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert s.xsk.stats()["rx_ring"] == 300
+        got = [[bytes(f) for f in s.xsk.recv(n)] for n in (10, 256, 256)]
+        assert [len(batch) for batch in got] == [8, 64, 28]
+        assert [f for batch in got for f in batch] == frames
+        assert s.xsk.stats()["rx_multi"] == 100
