@@ -32,12 +32,14 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from . import kernel
-from ._xsk import XdpProgram, XskSocket
+from ._xsk import MAX_DESCS, XdpProgram, XskSocket
 from .polling import AdaptivePoll, PollStats
 from .protect import Protection, load_program
+from .relay import MAX_FRAME as RELAY_MAX_FRAME
 from .relay import PortRelay
 from .settings import Settings
 from .tcp import CORE, CORE_REASON, records, wire
+from .tcp.config import TcpConfig
 from .tcp.connection import Connection, State
 from .tcp.events import (
     ConnectionClosed,
@@ -55,7 +57,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("aioxdp")
 
-MAX_FRAME = 2048
+# The MSS of a link with the largest MTU (65535) less the IPv4 and TCP headers
+MAX_MSS = 0xFFFF - wire.IPV4_HLEN - wire.TCP_HLEN
+DEFAULT_MSS = TcpConfig().mss
 # The longest frame _transmit writes: a segment the core hands over with gso_size, for C
 # to cut into wire frames, whose IP length field is full (IPv6: the payload length field)
 MAX_SUPER_FRAME = wire.ETH_HLEN + wire.IPV6_HLEN + 0xFFFF
@@ -139,9 +143,23 @@ class NetStack:
             raise OSError(errno.EINVAL, problem)  # not the bind's bare EINVAL
         self.addresses = [addr for addr, _plen, _fam in self.iface.addresses]
         tcp = settings.tcp
-        self._mss_limit = tcp.mss  # the configured MSS: what an MTU raised again gives back
-        self.mtu = self.iface.mtu
-        tcp.mss = min(tcp.mss, self.mtu - 40)
+        # the configured MSS: what an MTU raised again gives back; left at its default it
+        # is the link's, as Linux derives its MSS from the MTU (jumbo frames on a link
+        # that has them: fewer, larger segments)
+        self._mss_limit = MAX_MSS if tcp.mss == DEFAULT_MSS else tcp.mss
+        # UMEM frames of 2 KB, or 4 KB for a longer MTU, and frames of several of them
+        # (AF_XDP multi-buffer) for an MTU longer than a page: jumbo frames. The socket
+        # is sized for the MTU it starts with; a later MTU above that is capped (set_mtu),
+        # as is any MTU of workers, which pass each other frames of at most
+        # relay.MAX_FRAME bytes.
+        frame = wire.ETH_HLEN + self.iface.mtu
+        if settings.workers > 1:
+            frame = min(frame, RELAY_MAX_FRAME)
+        frame_size = 2048 if frame <= 2048 else 4096
+        max_frame = min(max(frame, frame_size), MAX_DESCS * frame_size)
+        self._mtu_cap = max_frame - wire.ETH_HLEN
+        self.mtu = min(self.iface.mtu, self._mtu_cap)
+        tcp.mss = min(self._mss_limit, self.mtu - 40)
         self.table = ConnectionTable(config=tcp, secret=settings.secret or os.urandom(32),
                                      now=loop.time(), port_range=settings.own_ports())
         # attached: a workers' parent loaded the program, configured it and reserved the
@@ -163,6 +181,7 @@ class NetStack:
                 self.program.set_port_range(*settings.port_range)
             self.xsk = XskSocket(settings.interface, settings.queue, self.program,
                                  num_frames=settings.frames, mode=settings.mode,
+                                 frame_size=frame_size, max_frame=max_frame,
                                  zerocopy=settings.zerocopy)
             # the core may hand over segments of several MSS for C to cut (a smaller
             # gso_max of the settings stays), cut into no more frames than one send can
@@ -205,7 +224,7 @@ class NetStack:
         self._transports: dict[Connection, XdpTransport] = {}
         self._opening: dict[Connection, _Opening] = {}
         # a batch of wire frames, or fewer and a super-frame (_transmit)
-        self._txbuf = bytearray(MAX_FRAME * settings.batch + MAX_SUPER_FRAME)
+        self._txbuf = bytearray(max_frame * settings.batch + MAX_SUPER_FRAME)
         self._txview = memoryview(self._txbuf)
         self._lengths = array("I")
         self._gso = array("H")  # per frame: cut into this payload size (0: sent whole)
@@ -466,7 +485,7 @@ class NetStack:
             return
         if iface.index != self.iface.index:
             return  # another device now has the name
-        if iface.mtu and iface.mtu != self.mtu:
+        if iface.mtu and min(iface.mtu, self._mtu_cap) != self.mtu:
             self.set_mtu(iface.mtu)
         self._set_link_state(iface.up, iface.carrier)
         self._set_addresses([addr for addr, _plen, _fam in iface.addresses])
@@ -528,7 +547,12 @@ class NetStack:
         """The interface's MTU is now ``mtu``: new connections announce and use the MSS
         it allows (the XDP program's cookie SYN-ACKs too), and when it went down every
         connection lowers its MSS to fit, as on an ICMP "packet too big"
-        (ConnectionTable.link_mtu); frames already made are cut to fit (_fit)."""
+        (ConnectionTable.link_mtu); frames already made are cut to fit (_fit). An MTU
+        above the longest frame the AF_XDP socket was made for counts as that."""
+        if mtu > self._mtu_cap:
+            logger.info("%s: MTU %d: frames of up to %d bytes (the AF_XDP socket's, made "
+                        "for the MTU at start)", self.iface.name, mtu, self._mtu_cap)
+            mtu = self._mtu_cap
         old, self.mtu = self.mtu, mtu
         self._max_frame = wire.ETH_HLEN + mtu
         tcp = self.settings.tcp

@@ -4,7 +4,7 @@
         [--cases proto-get proto-put http-get http-post http-post-100k]
         [--configs kernel+uvloop aioxdp+uvloop ...] [--mode skb|native]
         [--bulk-size 100000000] [--upload-size 100000] [--upload-connections 4]
-        [--server-tso on|off]
+        [--server-tso on|off] [--mtu 1500]
 
 Cases (every one against a fresh server process per measurement; MB = 10^6 bytes):
 - proto-get, proto-put: --bulk-size bytes (100 MB) from the server to the
@@ -48,6 +48,11 @@ own cost is what it would be with a TSO NIC; the client side's share of the
 machine CPU is lower than on a wire. aioxdp sends wire-sized frames
 (~690 per MB). ``--server-tso off`` makes the kernel segment in software just
 before the device (its GSO), so the client gets wire-sized segments from both.
+
+``--mtu`` sets both veths' MTU before any server starts (9000: jumbo frames;
+aioxdp then announces MSS 8960 and sends and receives frames of several UMEM
+frames, AF_XDP multi-buffer). Both stacks run on the same MTU in one run;
+comparing MTUs takes runs of their own, kernel ratios within each.
 
 Output (--output NAME, default bulk_bench): bench/results/NAME.{json,md,png};
 --report-only redoes the table and plot from the JSON.
@@ -130,20 +135,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bytes per POST in http-post-100k")
     parser.add_argument("--upload-connections", type=int, default=4,
                         help="wrk's connections in http-post-100k")
+    parser.add_argument("--mtu", type=int, default=1500,
+                        help="MTU of both veths (9000: jumbo frames)")
     parser.add_argument("--server-tso", choices=("on", "off"), default="on",
                         help="TSO on the server veth (off: the kernel segments in software "
                         "before the device, so the client gets wire-sized segments)")
 
 
 def setup(topo: Topology, args: argparse.Namespace) -> None:
-    """The kernel server's TSO on veth, as asked (``--server-tso``, module doc)."""
+    """The kernel server's TSO on veth, and both veths' MTU, as asked (``--server-tso``,
+    ``--mtu``, module doc)."""
     topo.exec(topo.server_ns, "ethtool", "-K", topo.server_if, "tso", args.server_tso)
+    for ns, dev in ((topo.server_ns, topo.server_if), (topo.client_ns, topo.client_if)):
+        topo.ip(ns, "link", "set", "dev", dev, "mtu", str(args.mtu))
 
 
 def prepare(args: argparse.Namespace, selected: dict[str, Case]) -> None:
     """Compile the client and write the upload file before any clock starts."""
     if not 0 < args.bulk_size <= 1 << 32 or not 0 < args.upload_size <= 1 << 26:
         raise SystemExit("need 0 < --bulk-size <= 4 GiB and 0 < --upload-size <= 64 MiB")
+    if not 1280 <= args.mtu <= 65535:  # IPv6's minimum (the topology has both) .. veth's maximum
+        raise SystemExit("need 1280 <= --mtu <= 65535")
     bulk_client_binary()
     if "http-post" in selected:
         bulk_file(args.bulk_size)
@@ -154,7 +166,7 @@ BENCH = Bench(
     all_cases=CASES, metrics=METRICS, baselines=["kernel+uvloop"], default_cases=CASES,
     default_configs=["kernel+uvloop", "aioxdp+uvloop"], packets_unit="MB", quick=(1, 2, 1),
     add_arguments=add_arguments, extra_metrics=EXTRA, prepare=prepare, setup=setup,
-    meta_keys=("bulk_size", "upload_size", "upload_connections", "server_tso"))
+    meta_keys=("bulk_size", "upload_size", "upload_connections", "server_tso", "mtu"))
 
 
 if __name__ == "__main__":

@@ -1089,7 +1089,12 @@ static __always_inline int redirect(struct xdp_md *ctx, enum aioxdp_counter whic
 	return verdict(AIOXDP_CNT_REDIRECT_NO_SOCKET, XDP_PASS);
 }
 
-SEC("xdp")
+/* "xdp.frags": the program handles frames of several buffers (jumbo frames,
+ * AF_XDP multi-buffer): everything it reads lies in the headers, which the
+ * first buffer holds, and lengths come from bpf_xdp_get_buff_len. Without it
+ * a veth refuses a peer MTU above a page with the program attached natively,
+ * and frames longer than a page cannot reach a socket bound with XDP_USE_SG. */
+SEC("xdp.frags")
 int aioxdp_redirect(struct xdp_md *ctx)
 {
 	struct cursor c = {

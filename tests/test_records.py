@@ -426,3 +426,39 @@ def test_cutting_refuses_what_it_cannot_cut(bad: str) -> None:
         f = f[:-1]
     with pytest.raises(ValueError):
         cut_frame(f, gso)
+
+
+# ---- transmit: jumbo frames (a socket with AF_XDP multi-buffer) -------------------------
+
+JUMBO = 14 + 9000  # the longest frame of a 9000-byte MTU
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_super_frame_is_cut_into_jumbo_frames(v6: bool) -> None:
+    """With a longest frame of 9014 bytes (MTU 9000) the pieces are 8948-byte segments
+    (MSS 8960 less 12 of timestamps), each longer than any UMEM frame, checksums right."""
+    payload = bytes(i * 13 % 251 for i in range(60000))
+    gso = 8960 - 12 - (20 if v6 else 0)
+    seg, f = super_frame(payload, v6=v6, gso_size=gso)
+    pieces = cut_frame(f, gso, max_frame=JUMBO)
+    assert len(pieces) == -(-len(payload) // gso)
+    assert max(len(p) for p in pieces) == len(f) - len(payload) + gso <= JUMBO
+    assert min(len(p) for p in pieces[:-1]) > 4096
+    parsed = [wire.parse_frame(p, verify_checksum=True) for p in pieces]
+    assert all(p is not None for p in parsed), "a piece's checksums do not verify"
+    assert [seg_fields(p) for p in parsed if p] == [seg_fields(s) for s in seg.split()]
+    assert b"".join(bytes(p.payload) for p in parsed if p) == payload
+
+
+def test_jumbo_pieces_are_bounded_by_the_longest_frame() -> None:
+    """A piece one byte longer than the socket's longest frame is refused, whole frames
+    too; one that fits exactly is cut."""
+    _, f = super_frame(bytes(30000))
+    headers = len(f) - 30000
+    assert len(cut_frame(f, JUMBO - headers, max_frame=JUMBO)) == 4
+    with pytest.raises(ValueError, match="exceed the longest frame 9014"):
+        cut_frame(f, JUMBO - headers + 1, max_frame=JUMBO)
+    _, whole = super_frame(bytes(JUMBO - headers), gso_size=0)
+    assert cut_frame(whole, 0, max_frame=JUMBO)[0][-100:] == whole[-100:]
+    with pytest.raises(ValueError, match="exceed the longest frame"):
+        cut_frame(whole + b"\0", 0, max_frame=JUMBO)

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import pytest
 
 from aioxdp._xsk import (
+    MAX_DESCS,
     XdpProgram,
     XskSocket,
     checksum,
@@ -405,7 +406,7 @@ def test_super_frames_are_queued_whole_or_not_at_all(topology: Topology) -> None
         assert s.xsk.tx_capacity == s.xsk.free_frames == 32
         with pytest.raises(ValueError, match="more pieces"):
             s.xsk.send(super_frame(33 * 1000), [33 * 1000 + 54], array("H", [1000]))
-        with pytest.raises(ValueError, match="exceed the UMEM frame size"):
+        with pytest.raises(ValueError, match="exceed the longest frame"):
             s.xsk.send(super_frame(5000), [5054], [2000])
         # 12 + 12 pieces fit in 32 free frames, the third super-frame's 12 do not
         frames = super_frame(12 * 1000) * 3
@@ -447,3 +448,95 @@ def test_a_frame_the_device_refuses_is_counted_and_the_rest_go_on(stack: Stack) 
     stats = stack.xsk.stats()
     assert stats["tx_refused"] == 3 and stats["tx_kick_errors"] == 0
     assert stats["tx"] == 12 and stats["tx_ring"] == 0
+
+
+# ---- jumbo frames: AF_XDP multi-buffer ---------------------------------------------
+
+JUMBO_MTU = 9000
+JUMBO = 14 + JUMBO_MTU
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("mode", MODES)
+def test_jumbo_frames_cross_whole_as_several_umem_frames(mode: str) -> None:
+    """MTU 9000 on both veths, 4 KB UMEM frames, frames up to 9014 bytes: a jumbo
+    segment the peer sends arrives as one frame, byte for byte (the kernel wrote it as
+    three descriptors, joined in C), and one with a bad checksum is dropped and
+    counted; a jumbo UDP frame sent reaches a kernel socket whole; a frame longer than
+    the socket's longest is refused without queueing."""
+    with Topology(mtu=JUMBO_MTU) as t, open_stack(t, mode, frame_size=4096,
+                                                  max_frame=JUMBO) as s:
+        assert s.xsk.max_frame == JUMBO
+        s.prog.add_listener(packed_address(t.server_ip), 7000)
+        payload = bytes(i * 7 % 251 for i in range(JUMBO - 54))
+
+        def syn(seq: int) -> bytes:
+            return with_ref_checksums(ether(s.server_mac, s.client_mac, ip_packet(
+                packed_address(t.client_ip), packed_address(t.server_ip), 6,
+                tcp_header(5555, 7000, seq) + payload)))
+
+        bad = bytearray(syn(1))
+        bad[-1] ^= 0xFF
+        good = syn(2)
+        assert len(good) == JUMBO
+        inject(t, [bytes(bad), good])
+        seen = wait_for(s.xsk, lambda f: (p := parse_tcp(f)) is not None and p.seq == 2)
+        assert [f for f in seen if parse_tcp(f)] == [good]
+        stats = s.xsk.stats()
+        assert stats["rx_dropped_checksum"] == 1 and stats["rx_multi"] == 2
+
+        with t.client():
+            sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sink:
+            sink.bind((t.client_ip, 0))
+            sink.settimeout(5)
+            data = (payload * 2)[:JUMBO - 42]
+            frame = ether(s.client_mac, s.server_mac, ip_packet(
+                packed_address(t.server_ip), packed_address(t.client_ip), 17,
+                udp_header(40000, sink.getsockname()[1], data)))
+            assert len(frame) == JUMBO
+            with pytest.raises(ValueError):
+                s.xsk.send(frame + b"\0", [JUMBO + 1])
+            assert s.xsk.send(frame, [JUMBO]) == 1
+            assert sink.recv(65536) == data
+        stats = s.xsk.stats()
+        assert stats["tx"] == 1 and stats["tx_multi"] == 1 and stats["tx_refused"] == 0
+        deadline = time.monotonic() + 5
+        while s.xsk.flush() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        s.xsk.release()
+        assert s.xsk.stats()["free_frames"] + s.xsk.stats()["fill_ring"] == s.xsk.num_frames
+
+
+def test_longest_frame_is_bounded_by_the_descriptors_of_one_frame() -> None:
+    """A frame may take at most MAX_DESCS (16) UMEM frames (copy mode builds one skb of
+    them), and the longest frame is no shorter than a UMEM frame; refused before any
+    socket or interface is touched."""
+    assert MAX_DESCS == 16
+    for frame_size, max_frame in ((4096, 16 * 4096 + 1), (2048, 16 * 2048 + 1), (2048, 1500)):
+        with pytest.raises(ValueError, match="max_frame must be"):
+            XskSocket("no-such-if", 0, None, frame_size=frame_size,  # type: ignore[arg-type]
+                      max_frame=max_frame)
+
+
+@pytest.mark.netns
+def test_jumbo_frames_wait_whole_for_the_next_batch() -> None:
+    """100 jumbo frames (300 descriptors) wait in the RX ring. A batch whose view of the
+    ring ends inside a frame stops before it (recv(10) looks at 26 descriptors: 8 whole
+    frames), one that fills every linear slot stops there (64), and the next takes the
+    rest: every frame once, whole and in order."""
+    with Topology(mtu=JUMBO_MTU) as t, open_stack(t, "skb", frame_size=4096,
+                                                  max_frame=JUMBO) as s:
+        s.prog.add_listener(packed_address(t.server_ip), 7000)
+        frames = [with_ref_checksums(ether(s.server_mac, s.client_mac, ip_packet(
+            packed_address(t.client_ip), packed_address(t.server_ip), 6,
+            tcp_header(5555, 7000, seq) + bytes([seq]) * (JUMBO - 54)))) for seq in range(100)]
+        inject(t, frames)
+        deadline = time.monotonic() + 5
+        while s.xsk.stats()["rx_ring"] < 300 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert s.xsk.stats()["rx_ring"] == 300
+        got = [[bytes(f) for f in s.xsk.recv(n)] for n in (10, 256, 256)]
+        assert [len(batch) for batch in got] == [8, 64, 28]
+        assert [f for batch in got for f in batch] == frames
+        assert s.xsk.stats()["rx_multi"] == 100

@@ -39,6 +39,7 @@ from ._xsk import ffi, lib
 
 __all__ = [
     "COUNTER_NAMES",
+    "MAX_DESCS",
     "XdpProgram",
     "XskSocket",
     "FrameRecords",
@@ -94,13 +95,14 @@ if _FLOW.size != ffi.sizeof("struct aioxdp_flow"):
 
 _STAT_FIELDS = tuple(name for name, _ in ffi.typeof("struct axsk_stats").fields)
 RECORD_SIZE = ffi.sizeof("struct axsk_record")
+MAX_DESCS: int = lib.AXSK_MAX_DESCS  # UMEM frames one frame may take (multi-buffer)
 # axsk_send's errors, for the caller
 _SEND_ERRORS = {
-    errno.EINVAL: "a frame is not 1..{frame_size} bytes, or a super-frame (gso size > 0) is not "
+    errno.EINVAL: "a frame is not 1..{max_frame} bytes, or a super-frame (gso size > 0) is not "
                   "one IPv4/IPv6 TCP segment whose IP length covers the rest of the frame, or "
                   "the lengths overrun the buffer",
-    errno.EMSGSIZE: "a super-frame's pieces (headers + gso size) exceed the UMEM frame size "
-                    "{frame_size}",
+    errno.EMSGSIZE: "a super-frame's pieces (headers + gso size) exceed the longest frame "
+                    "{max_frame}",
     errno.E2BIG: "a super-frame has more pieces than the TX ring or the UMEM can ever queue",
 }
 
@@ -178,18 +180,19 @@ def parse_frames(frames: Sequence[bytes | bytearray | memoryview], *, coalesce: 
 
 
 def cut_frame(frame: bytes | bytearray | memoryview, gso_size: int,
-              frame_size: int = 2048) -> list[bytes]:
+              max_frame: int = 2048) -> list[bytes]:
     """The frames ``XskSocket.send`` puts on the wire for ``frame`` sent with
-    ``gso_size`` (checksums filled in): for tests of the transmit path's cutting.
-    Raises ValueError as ``send`` does."""
+    ``gso_size`` (checksums filled in) by a socket whose longest frame is
+    ``max_frame``: for tests of the transmit path's cutting. Raises ValueError as
+    ``send`` does."""
     pieces = max(1, -(-len(frame) // max(1, gso_size)))
-    out = bytearray(pieces * frame_size)
+    out = bytearray(pieces * max_frame)
     lens = array("I", bytes(4 * pieces))
-    n = lib.axsk_cut_frame(ffi.from_buffer(frame), len(frame), gso_size, frame_size,
+    n = lib.axsk_cut_frame(ffi.from_buffer(frame), len(frame), gso_size, max_frame,
                            ffi.from_buffer(out, require_writable=True), len(out),
                            ffi.from_buffer("uint32_t[]", lens, require_writable=True), pieces)
     if n < 0:
-        raise ValueError(_SEND_ERRORS.get(-n, os.strerror(-n)).format(frame_size=frame_size))
+        raise ValueError(_SEND_ERRORS.get(-n, os.strerror(-n)).format(max_frame=max_frame))
     result, pos = [], 0
     for length in lens[:n]:
         result.append(bytes(out[pos:pos + length]))
@@ -427,6 +430,12 @@ class XskSocket:
     is 2048 or 4096; half the frames (at most the fill ring's size) wait in
     the fill ring for the kernel, the rest serve ``send``.
 
+    ``max_frame`` above ``frame_size`` (at most 16 of them) takes and sends
+    frames up to that length, jumbo frames, each in several UMEM frames: the
+    socket is bound with AF_XDP multi-buffer (``XDP_USE_SG``, Linux 6.6), a
+    received one is copied whole for the parser, a sent one is spread in C.
+    0: ``frame_size``.
+
     ``mode`` is the program's attach mode. Zero-copy needs native mode and
     driver support; when it is requested and impossible (veth never has it)
     the socket falls back to copy mode and logs it.
@@ -445,9 +454,14 @@ class XskSocket:
         mode: str = "skb",
         zerocopy: bool = False,
         need_wakeup: bool = True,
+        max_frame: int = 0,
     ) -> None:
         if frame_size not in (2048, 4096):
             raise ValueError("frame_size must be 2048 or 4096")
+        max_frame = max_frame or frame_size
+        if not frame_size <= max_frame <= MAX_DESCS * frame_size:
+            raise ValueError(f"max_frame must be {frame_size}..{MAX_DESCS * frame_size} "
+                             f"(frame_size..{MAX_DESCS} frames)")
         for name, size in (("rx_size", rx_size), ("tx_size", tx_size)):
             if size <= 0 or size & (size - 1):
                 raise ValueError(f"{name} must be a power of two")
@@ -456,9 +470,19 @@ class XskSocket:
         self.ifname = ifname
         self.queue_id = queue_id
         self._closed = True  # until the socket exists
+        cfg = ffi.new("struct axsk_config *", {
+            "num_frames": num_frames,
+            "frame_size": frame_size,
+            "rx_size": rx_size,
+            "tx_size": tx_size,
+            "fill_size": rx_size,
+            "comp_size": tx_size,
+            "max_frame": max_frame,
+        })
         # UMEM owned by Python: memoryviews handed out by recv keep it mapped,
         # so a stale view after close() reads old bytes instead of crashing.
-        self._area = mmap.mmap(-1, num_frames * frame_size,
+        # Jumbo frames received are copied whole into an area after the UMEM.
+        self._area = mmap.mmap(-1, lib.axsk_area_len(cfg),
                                flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._area_ptr = ffi.from_buffer(self._area, require_writable=True)
         self._umem = memoryview(self._area)
@@ -478,14 +502,6 @@ class XskSocket:
         self._arena_len = rx_size * frame_size
         self._payloads = memoryview(self._arena)
         self._stats = ffi.new("struct axsk_stats *")
-        cfg = ffi.new("struct axsk_config *", {
-            "num_frames": num_frames,
-            "frame_size": frame_size,
-            "rx_size": rx_size,
-            "tx_size": tx_size,
-            "fill_size": rx_size,
-            "comp_size": tx_size,
-        })
         flags = lib.XDP_USE_NEED_WAKEUP if need_wakeup else 0
         # zero-copy needs the driver's XDP path: never in SKB mode
         if zerocopy and mode != "native":
@@ -500,6 +516,7 @@ class XskSocket:
         self._closed = False
         self.zerocopy = bool(_check(lib.axsk_zerocopy(self._s), "getsockopt(XDP_OPTIONS)"))
         self.frame_size = frame_size
+        self.max_frame = max_frame
         self.num_frames = num_frames
         # the most frames one send can queue at once (TX ring, frames not kept for
         # the fill ring): a super-frame must be cut into no more pieces
@@ -529,7 +546,10 @@ class XskSocket:
             flags & lib.XDP_ZEROCOPY
         ):
             return None
-        _check(ret, f"AF_XDP socket on {ifname} queue {queue_id}")
+        jumbo = cfg.max_frame > cfg.frame_size  # type: ignore[attr-defined]
+        _check(ret, f"AF_XDP socket on {ifname} queue {queue_id}" + (
+            " (frames of several UMEM frames: AF_XDP multi-buffer, Linux 6.6 or later)"
+            if jumbo and ret == -errno.EINVAL else ""))
         return ffi.gc(out[0], lib.axsk_delete)  # closed when garbage-collected
 
     def _sock(self) -> object:
@@ -643,7 +663,7 @@ class XskSocket:
         ret = lib.axsk_send(self._sock(), buf, len(buf), lens, width, gso, n)
         if ret < 0:
             raise ValueError(_SEND_ERRORS.get(-ret, os.strerror(-ret)).format(
-                frame_size=self.frame_size))
+                max_frame=self.max_frame))
         return int(ret)
 
     def flush(self) -> int:
@@ -660,7 +680,8 @@ class XskSocket:
     def stats(self) -> dict[str, int]:
         """Counters of this socket: rx, tx, rx_dropped_checksum,
         rx_dropped_malformed, kicks, tx_refused (frames the device dropped, e.g.
-        above its MTU), tx_kick_errors, frame accounting (free_frames,
+        above its MTU), tx_kick_errors, rx_multi/tx_multi (jumbo frames received/sent
+        as several UMEM frames), frame accounting (free_frames,
         held_frames, tx_outstanding), ring levels (fill_ring, rx_ring,
         tx_ring, comp_ring) and the kernel's XDP_STATISTICS (rx_dropped,
         rx_invalid_descs, rx_ring_full, rx_fill_ring_empty_descs,

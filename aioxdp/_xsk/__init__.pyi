@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 __all__ = [
     "COUNTER_NAMES",
+    "MAX_DESCS",
     "FrameRecords",
     "XdpProgram",
     "XskSocket",
@@ -27,6 +28,7 @@ BPFFS: Path
 COUNTER_NAMES: tuple[str, ...]
 Flow = tuple[bytes, int, bytes, int]
 RECORD_SIZE: int
+MAX_DESCS: int
 
 class FrameRecords(NamedTuple):
     records: bytearray
@@ -38,7 +40,7 @@ def parse_frames(frames: Sequence[bytes | bytearray | memoryview], *, coalesce: 
                  raw_ports: tuple[int, int] | None = None,
                  keep_ports: tuple[int, int] | None = None) -> FrameRecords: ...
 def cut_frame(frame: bytes | bytearray | memoryview, gso_size: int,
-              frame_size: int = 2048) -> list[bytes]: ...
+              max_frame: int = 2048) -> list[bytes]: ...
 
 def checksum(data: bytes | bytearray | memoryview) -> int: ...
 def verify_checksums(frame: bytes | bytearray | memoryview) -> bool: ...
@@ -84,6 +86,7 @@ class XskSocket:
     queue_id: int
     zerocopy: bool
     frame_size: int
+    max_frame: int
     num_frames: int
     tx_capacity: int
     def __init__(
@@ -99,6 +102,7 @@ class XskSocket:
         mode: str = "skb",
         zerocopy: bool = False,
         need_wakeup: bool = True,
+        max_frame: int = 0,
     ) -> None: ...
     def fileno(self) -> int: ...
     def recv(self, max_frames: int = 64) -> list[memoryview]: ...

@@ -159,6 +159,7 @@ struct axsk_config {
     uint32_t tx_size;
     uint32_t fill_size;
     uint32_t comp_size;
+    uint32_t max_frame;
     uint16_t bind_flags;
 };
 struct axsk_stats {
@@ -175,6 +176,8 @@ struct axsk_stats {
     uint64_t tx_gso_pieces;
     uint64_t tx_refused;
     uint64_t tx_kick_errors;
+    uint64_t rx_multi;
+    uint64_t tx_multi;
     uint32_t free_frames;
     uint32_t held_frames;
     uint32_t tx_outstanding;
@@ -190,9 +193,11 @@ struct axsk_stats {
     uint64_t tx_ring_empty_descs;
 };
 struct axsk;
+#define AXSK_MAX_DESCS ...
 int axsk_create(struct axsk **out, const char *ifname, uint32_t queue_id, void *area,
                 const struct axsk_config *cfg);
 void axsk_delete(struct axsk *s);
+uint64_t axsk_area_len(const struct axsk_config *cfg);
 int axsk_fd(const struct axsk *s);
 int axsk_zerocopy(const struct axsk *s);
 uint32_t axsk_tx_capacity(const struct axsk *s);
@@ -210,7 +215,7 @@ void axsk_stats(const struct axsk *s, struct axsk_stats *out);
 int64_t axsk_parse_frames(const uint8_t *base, const uint64_t *spans, uint32_t n,
                           struct axsk_record *recs, uint8_t *arena, uint64_t arena_len,
                           const struct axsk_rx_options *o);
-int64_t axsk_cut_frame(const uint8_t *f, uint32_t len, uint32_t gso, uint32_t frame_size,
+int64_t axsk_cut_frame(const uint8_t *f, uint32_t len, uint32_t gso, uint32_t max_len,
                        uint8_t *out, uint64_t out_len, uint32_t *lens, uint32_t max_pieces);
 
 /* csum.h */

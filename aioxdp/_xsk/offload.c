@@ -350,9 +350,10 @@ struct axo_cut {
 /* Checks a frame to be cut into pieces of gso payload bytes and plans the
  * cut. The frame must be one IPv4/IPv6 TCP segment whose IP length fields
  * cover exactly the rest of the frame (as wire.write_frame writes them),
- * and every piece must fit in a frame_size UMEM frame. gso 0: one piece.
+ * and no piece may be longer than max_len (a UMEM frame, or the longest
+ * frame a multi-buffer socket sends). gso 0: one piece.
  * Returns 0, -EINVAL (not such a frame) or -EMSGSIZE (a piece too big). */
-static int axo_cut_plan(const uint8_t *f, uint32_t len, uint32_t gso, uint32_t frame_size,
+static int axo_cut_plan(const uint8_t *f, uint32_t len, uint32_t gso, uint32_t max_len,
 			struct axo_cut *c)
 {
 	struct axc_layout l;
@@ -361,7 +362,7 @@ static int axo_cut_plan(const uint8_t *f, uint32_t len, uint32_t gso, uint32_t f
 	if (!gso) {
 		c->pieces = 1;
 		c->payload = c->gso = c->hlen = 0;
-		return len && len <= frame_size ? 0 : -EMSGSIZE;
+		return len && len <= max_len ? 0 : -EMSGSIZE;
 	}
 	if (axc_parse(f, len, &l) != AXC_OK || !l.l3 || l.proto != AXC_PROTO_TCP)
 		return -EINVAL;
@@ -378,33 +379,35 @@ static int axo_cut_plan(const uint8_t *f, uint32_t len, uint32_t gso, uint32_t f
 	c->gso = gso;
 	c->pieces = c->payload <= gso ? 1 : (c->payload + gso - 1) / gso;
 	first = c->hlen + (c->payload < gso ? c->payload : gso);
-	return first <= frame_size ? 0 : -EMSGSIZE;
+	return first <= max_len ? 0 : -EMSGSIZE;
 }
 
-/* Writes piece i of the planned cut of f to dst (room for a UMEM frame),
- * checksums filled in; returns its length. As tcp_gso_segment: headers
- * copied from the super-frame, IP length per piece, the sequence number
- * advanced by the payload offset, FIN and PSH only on the last piece, CWR
- * only on the first (RFC 3168 §6.1.2: one reduction per window); the IPv4
- * ID advanced per piece unless DF is set (RFC 6864: atomic datagrams). */
-static uint32_t axo_cut_piece(uint8_t *dst, const uint8_t *f, uint32_t len,
-			      const struct axo_cut *c, uint32_t i)
+/* The length of piece i of the planned cut of a frame of len bytes. */
+static uint32_t axo_piece_len(const struct axo_cut *c, uint32_t len, uint32_t i)
 {
-	uint32_t off, chunk, plen;
-	uint8_t *ip, *th;
+	uint32_t off = i * c->gso;
 
-	if (c->pieces == 1) {
-		memcpy(dst, f, len);
-		axc_fill(dst, len);
+	if (c->pieces == 1)
 		return len;
-	}
-	off = i * c->gso;
-	chunk = c->payload - off < c->gso ? c->payload - off : c->gso;
-	plen = c->hlen + chunk;
+	return c->hlen + (c->payload - off < c->gso ? c->payload - off : c->gso);
+}
+
+/* Writes the headers of piece i of the planned cut of f (of more than one
+ * piece) to dst, c->hlen bytes, as tcp_gso_segment: copied from the
+ * super-frame, IP length per piece, the sequence number advanced by the
+ * payload offset, FIN and PSH only on the last piece, CWR only on the first
+ * (RFC 3168 §6.1.2: one reduction per window); the IPv4 ID advanced per piece
+ * unless DF is set (RFC 6864: atomic datagrams). Checksums are left to
+ * axo_piece_checksums. Returns the piece's length; its payload is the
+ * super-frame's at c->hlen + i * c->gso. */
+static uint32_t axo_piece_headers(uint8_t *dst, const uint8_t *f, const struct axo_cut *c,
+				  uint32_t i)
+{
+	uint32_t off = i * c->gso;
+	uint32_t plen = c->hlen + (c->payload - off < c->gso ? c->payload - off : c->gso);
+	uint8_t *ip = dst + c->l3, *th = dst + c->l4;
+
 	memcpy(dst, f, c->hlen);
-	memcpy(dst + c->hlen, f + c->hlen + off, chunk);
-	ip = dst + c->l3;
-	th = dst + c->l4;
 	if (c->ipv6) {
 		axc_store16(ip + 4, (uint16_t)(plen - c->l3 - AXO_IPV6_HLEN));
 	} else {
@@ -417,24 +420,69 @@ static uint32_t axo_cut_piece(uint8_t *dst, const uint8_t *f, uint32_t len,
 		th[13] &= (uint8_t)~(AXO_FIN | AXO_PSH);
 	if (i)
 		th[13] &= (uint8_t)~AXO_CWR;
-	axc_fill(dst, plen);
 	return plen;
 }
 
-/* Cuts one frame into pieces written end to end to out (room for out_len
- * bytes), their lengths in lens (room for max_pieces), as the transmit path
- * would queue them; for tests. Returns the number of pieces or a negative
- * errno (axo_cut_plan's, or -ENOSPC). */
-int64_t axsk_cut_frame(const uint8_t *f, uint32_t len, uint32_t gso, uint32_t frame_size,
+/* Fills in the IPv4 header and TCP checksums of a piece of plen bytes whose
+ * headers (axo_piece_headers) are at dst and whose payload is at payload:
+ * the two need not be contiguous (a jumbo piece goes out spread over UMEM
+ * frames, its payload summed where the super-frame holds it). The TCP header
+ * is a whole number of 32-bit words, so summing it and the payload apart is
+ * summing them end to end. */
+static void axo_piece_checksums(uint8_t *dst, const uint8_t *payload, const struct axo_cut *c,
+				uint32_t plen)
+{
+	struct axc_layout l = {
+		.l3 = dst + c->l3,
+		.l4 = dst + c->l4,
+		.l4_len = plen - c->l4,
+		.proto = AXC_PROTO_TCP,
+		.ipv6 = c->ipv6,
+	};
+	uint8_t *ip = dst + c->l3, *th = dst + c->l4;
+	uint64_t sum;
+
+	if (!c->ipv6) {
+		axc_store16(ip + 10, 0);
+		axc_store16(ip + 10, axc_fold(axc_sum(ip, c->l4 - c->l3, 0)));
+	}
+	axc_store16(th + 16, 0);
+	sum = axc_sum(th, c->hlen - c->l4, axc_pseudo(&l));
+	axc_store16(th + 16, axc_fold(axc_sum(payload, plen - c->hlen, sum)));
+}
+
+/* Writes piece i of the planned cut of f to dst (room for axo_piece_len),
+ * checksums filled in; returns its length. */
+static uint32_t axo_cut_piece(uint8_t *dst, const uint8_t *f, uint32_t len,
+			      const struct axo_cut *c, uint32_t i)
+{
+	uint32_t plen;
+
+	if (c->pieces == 1) {
+		memcpy(dst, f, len);
+		axc_fill(dst, len);
+		return len;
+	}
+	plen = axo_piece_headers(dst, f, c, i);
+	memcpy(dst + c->hlen, f + c->hlen + i * c->gso, plen - c->hlen);
+	axo_piece_checksums(dst, dst + c->hlen, c, plen);
+	return plen;
+}
+
+/* Cuts one frame into pieces of at most max_len bytes written end to end to
+ * out (room for out_len bytes), their lengths in lens (room for max_pieces),
+ * as the transmit path would queue them; for tests. Returns the number of
+ * pieces or a negative errno (axo_cut_plan's, or -ENOSPC). */
+int64_t axsk_cut_frame(const uint8_t *f, uint32_t len, uint32_t gso, uint32_t max_len,
 		       uint8_t *out, uint64_t out_len, uint32_t *lens, uint32_t max_pieces)
 {
 	struct axo_cut c;
 	uint64_t pos = 0;
-	int err = axo_cut_plan(f, len, gso, frame_size, &c);
+	int err = axo_cut_plan(f, len, gso, max_len, &c);
 
 	if (err)
 		return err;
-	if (c.pieces > max_pieces || out_len < (uint64_t)c.pieces * frame_size)
+	if (c.pieces > max_pieces || out_len < (uint64_t)c.pieces * max_len)
 		return -ENOSPC;
 	for (uint32_t i = 0; i < c.pieces; i++) {
 		lens[i] = axo_cut_piece(out + pos, f, len, &c, i);

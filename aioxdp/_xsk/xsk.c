@@ -36,6 +36,22 @@
 #ifndef SOL_XDP
 #define SOL_XDP 283
 #endif
+/* AF_XDP multi-buffer (Linux 6.6): a frame longer than a UMEM frame travels
+ * as several descriptors, all but the last flagged XDP_PKT_CONTD, on a socket
+ * bound with XDP_USE_SG. Debian 12's linux/if_xdp.h (the 6.1 uapi) has
+ * neither; the values are the kernel's ABI. */
+#ifndef XDP_USE_SG
+#define XDP_USE_SG (1 << 4)
+#endif
+#ifndef XDP_PKT_CONTD
+#define XDP_PKT_CONTD (1 << 0)
+#endif
+/* Descriptors of one frame at most: copy mode builds an skb of at most
+ * MAX_SKB_FRAGS (17) pieces from them. */
+#define AXSK_MAX_DESCS 16
+/* Frames of several descriptors that one receive copies whole (rx_take):
+ * a batch with more ends early, the rest waits in the RX ring. */
+#define AXSK_LINEAR_SLOTS 64
 
 /* ---- XDP program ------------------------------------------------------ */
 
@@ -159,7 +175,7 @@ static int axp_attach_dispatcher(struct axp_prog *p, const char *path, uint32_t 
 {
 	int err;
 
-	p->xprog = xdp_program__open_file(path, "xdp", NULL);
+	p->xprog = xdp_program__open_file(path, "xdp.frags", NULL);
 	err = (int)libxdp_get_error(p->xprog);
 	if (err) {
 		p->xprog = NULL;
@@ -355,6 +371,9 @@ struct axsk_config {
 	uint32_t tx_size;
 	uint32_t fill_size;
 	uint32_t comp_size;
+	/* the longest frame received and sent; above frame_size (at most
+	 * AXSK_MAX_DESCS of them) the socket is bound with XDP_USE_SG; 0: frame_size */
+	uint32_t max_frame;
 	uint16_t bind_flags; /* XDP_COPY / XDP_ZEROCOPY / XDP_USE_NEED_WAKEUP */
 };
 
@@ -372,6 +391,8 @@ struct axsk_stats {
 	uint64_t tx_gso_pieces; /* the frames they were cut into */
 	uint64_t tx_refused; /* frames the device dropped (kick_tx: EBUSY) */
 	uint64_t tx_kick_errors; /* kicks that failed otherwise (kick_tx) */
+	uint64_t rx_multi; /* frames received as several descriptors (XDP_USE_SG) */
+	uint64_t tx_multi; /* frames sent as several descriptors */
 	uint32_t free_frames;
 	uint32_t held_frames;
 	uint32_t tx_outstanding; /* in the TX or completion ring */
@@ -396,8 +417,13 @@ struct axsk {
 	struct xsk_umem *umem;
 	struct xsk_socket *xsk;
 	uint8_t *area;
+	uint64_t umem_len; /* the UMEM: area[0, umem_len); the linear slots follow */
 	uint64_t frame_mask; /* clears the offset inside a frame */
 	uint32_t frame_size;
+	uint32_t max_frame; /* longest frame: frame_size, or more with XDP_USE_SG */
+	uint32_t linear_slot; /* bytes per slot of the linear area (rx_take) */
+	uint32_t linear_used; /* slots the frames held now take */
+	uint8_t *scratch; /* send: a piece longer than a UMEM frame, before it is spread */
 	uint32_t fill_size;
 	uint32_t fill_target; /* frames kept in the fill ring */
 	uint32_t comp_size;
@@ -495,12 +521,31 @@ void axsk_delete(struct axsk *s)
 	free(s->held);
 	free(s->spans);
 	free(s->pieces);
+	free(s->scratch);
 	free(s);
 }
 
-/* `area` is page-aligned memory of num_frames * frame_size bytes that the
- * caller keeps alive longer than the socket. Returns 0 or a negative errno;
- * on failure nothing is left open. */
+/* A frame of several descriptors is copied whole into a slot of the linear
+ * area, which follows the UMEM in `area`: slots of max_frame rounded up to
+ * frames, none for a socket without XDP_USE_SG. */
+static uint32_t linear_slot(const struct axsk_config *cfg)
+{
+	if (cfg->max_frame <= cfg->frame_size)
+		return 0;
+	return (cfg->max_frame + cfg->frame_size - 1) / cfg->frame_size * cfg->frame_size;
+}
+
+/* The bytes of `area` axsk_create needs for cfg: the UMEM and the linear area. */
+uint64_t axsk_area_len(const struct axsk_config *cfg)
+{
+	return (uint64_t)cfg->num_frames * cfg->frame_size +
+	       (uint64_t)AXSK_LINEAR_SLOTS * linear_slot(cfg);
+}
+
+/* `area` is page-aligned memory of axsk_area_len(cfg) bytes that the caller
+ * keeps alive longer than the socket. Returns 0 or a negative errno (-EINVAL:
+ * a max_frame of more than AXSK_MAX_DESCS frames); on failure nothing is
+ * left open. */
 int axsk_create(struct axsk **out, const char *ifname, uint32_t queue_id, void *area,
 		const struct axsk_config *cfg)
 {
@@ -518,14 +563,24 @@ int axsk_create(struct axsk **out, const char *ifname, uint32_t queue_id, void *
 		.xdp_flags = 0,
 		.bind_flags = cfg->bind_flags,
 	};
-	struct axsk *s = calloc(1, sizeof(*s));
+	struct axsk *s;
 	int err;
 
 	*out = NULL;
+	if (cfg->max_frame > AXSK_MAX_DESCS * cfg->frame_size)
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->area = area;
+	s->umem_len = (uint64_t)cfg->num_frames * cfg->frame_size;
 	s->frame_size = cfg->frame_size;
+	s->linear_slot = linear_slot(cfg);
+	s->max_frame = s->linear_slot ? cfg->max_frame : cfg->frame_size;
+	if (s->linear_slot) {
+		scfg.bind_flags |= XDP_USE_SG;
+		s->scratch = malloc(s->max_frame);
+	}
 	s->frame_mask = ~(uint64_t)(cfg->frame_size - 1);
 	s->fill_size = cfg->fill_size;
 	s->comp_size = cfg->comp_size;
@@ -542,7 +597,7 @@ int axsk_create(struct axsk **out, const char *ifname, uint32_t queue_id, void *
 	s->tx_cap = cfg->num_frames - s->fill_target;
 	if (s->tx_cap > cfg->tx_size)
 		s->tx_cap = cfg->tx_size;
-	if (!s->free || !s->held || !s->spans || !s->pieces) {
+	if (!s->free || !s->held || !s->spans || !s->pieces || (s->linear_slot && !s->scratch)) {
 		axsk_delete(s);
 		return -ENOMEM;
 	}
@@ -568,11 +623,12 @@ int axsk_fd(const struct axsk *s)
 	return s->fd;
 }
 
-/* The most frames one send can ever queue at once: a super-frame of more
- * pieces is refused (send_plan). */
+/* The most frames of any length up to max_frame one send can ever queue at
+ * once: a super-frame of more pieces may be refused (send_plan counts the
+ * UMEM frames they take). */
 uint32_t axsk_tx_capacity(const struct axsk *s)
 {
-	return s->tx_cap;
+	return s->tx_cap / ((s->max_frame + s->frame_size - 1) / s->frame_size);
 }
 
 /* 1 when the kernel bound the socket in zero-copy mode, 0 for copy mode. */
@@ -592,39 +648,107 @@ void axsk_release(struct axsk *s)
 	memcpy(s->free + s->nfree, s->held, s->nheld * sizeof(*s->held));
 	s->nfree += s->nheld;
 	s->nheld = 0;
+	s->linear_used = 0;
 	refill(s);
+}
+
+/* Whether the frame at area offset `off` passes axc_verify; a failure is
+ * counted. */
+static int rx_verified(struct axsk *s, uint64_t off, uint32_t len)
+{
+	switch (axc_verify(s->area + off, len)) {
+	case AXC_OK:
+		return 1;
+	case AXC_BAD_CHECKSUM:
+		s->cnt.rx_dropped_checksum++;
+		return 0;
+	default:
+		s->cnt.rx_dropped_malformed++;
+		return 0;
+	}
+}
+
+/* The frame of descriptors [first, last] (XDP_USE_SG) copied end to end into
+ * the next linear slot, so that the checksum check and the parser see one
+ * frame; its UMEM frames go back to the free list. Returns its length, 0 for
+ * one longer than a slot (counted as malformed: the kernel only writes what
+ * the MTU lets through). */
+static uint32_t rx_linearize(struct axsk *s, uint32_t first, uint32_t last, uint64_t *off)
+{
+	uint8_t *slot = s->area + s->umem_len + (uint64_t)s->linear_used * s->linear_slot;
+	uint32_t len = 0, fits = 1;
+
+	for (uint32_t i = first; i <= last; i++) {
+		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, i);
+
+		if (d->len > s->linear_slot - len)
+			fits = 0;
+		if (fits) {
+			memcpy(slot + len, s->area + d->addr, d->len);
+			len += d->len;
+		}
+		s->free[s->nfree++] = d->addr & s->frame_mask;
+	}
+	if (!fits) {
+		s->cnt.rx_dropped_malformed++;
+		return 0;
+	}
+	*off = (uint64_t)(slot - s->area);
+	s->linear_used++;
+	s->cnt.rx_multi++;
+	return len;
 }
 
 /* Takes up to `max` frames from the RX ring. Frames with a bad IPv4 header,
  * TCP, UDP or ICMP checksum, or with headers longer than the frame, are
  * dropped and counted; the others are described by [spans[2i], spans[2i+1])
- * offsets into the UMEM, and are the caller's to hold or free. */
+ * offsets into the area: a UMEM frame (below umem_len), the caller's to hold
+ * or free, or a frame that came as several descriptors (rx_linearize), in
+ * the linear area until the next release. A frame whose last descriptor is
+ * not in the ring yet, or that finds the linear slots taken, waits for the
+ * next call. */
 static uint32_t rx_take(struct axsk *s, uint32_t max, uint64_t *spans)
 {
-	uint32_t idx, n, got = 0;
+	uint32_t idx, n, i = 0, got = 0;
 
 	if (max > s->held_cap)
 		max = s->held_cap;
-	n = xsk_ring_cons__peek(&s->rx, max, &idx);
-	for (uint32_t i = 0; i < n; i++) {
+	/* descriptors: room for a last frame of several beyond `max` */
+	n = xsk_ring_cons__peek(&s->rx, max + AXSK_MAX_DESCS < s->held_cap ?
+				max + AXSK_MAX_DESCS : s->held_cap, &idx);
+	while (i < n && got < max) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, idx + i);
+		uint64_t off = d->addr;
+		uint32_t len = d->len, last = i;
 
-		switch (axc_verify(s->area + d->addr, d->len)) {
-		case AXC_OK:
-			spans[2 * got] = d->addr;
-			spans[2 * got + 1] = d->addr + d->len;
-			got++;
+		if (d->options & XDP_PKT_CONTD) {
+			while (last < n && xsk_ring_cons__rx_desc(&s->rx, idx + last)->options &
+						   XDP_PKT_CONTD)
+				last++;
+			if (last == n || s->linear_used == AXSK_LINEAR_SLOTS)
+				break;
+			len = rx_linearize(s, idx + i, idx + last, &off);
+			i = last + 1;
+			if (len && rx_verified(s, off, len)) {
+				spans[2 * got] = off;
+				spans[2 * got + 1] = off + len;
+				got++;
+			}
 			continue;
-		case AXC_BAD_CHECKSUM:
-			s->cnt.rx_dropped_checksum++;
-			break;
-		default:
-			s->cnt.rx_dropped_malformed++;
 		}
-		s->free[s->nfree++] = d->addr & s->frame_mask;
+		i++;
+		if (rx_verified(s, off, len)) {
+			spans[2 * got] = off;
+			spans[2 * got + 1] = off + len;
+			got++;
+		} else {
+			s->free[s->nfree++] = off & s->frame_mask;
+		}
 	}
-	if (n)
-		xsk_ring_cons__release(&s->rx, n);
+	if (i)
+		xsk_ring_cons__release(&s->rx, i);
+	if (n > i)
+		xsk_ring_cons__cancel(&s->rx, n - i);
 	s->cnt.rx += got;
 	return got;
 }
@@ -650,7 +774,8 @@ uint32_t axsk_recv(struct axsk *s, uint32_t max, uint64_t *spans)
 	axsk_release(s);
 	got = rx_take(s, max, spans);
 	for (uint32_t i = 0; i < got; i++)
-		s->held[s->nheld++] = spans[2 * i] & s->frame_mask;
+		if (spans[2 * i] < s->umem_len) /* not a linear slot */
+			s->held[s->nheld++] = spans[2 * i] & s->frame_mask;
 	rx_done(s);
 	return got;
 }
@@ -678,6 +803,8 @@ uint32_t axsk_recv_records(struct axsk *s, uint32_t max, struct axsk_record *rec
 	for (uint32_t i = 0; i < got; i++) {
 		uint64_t base = s->spans[2 * i] & s->frame_mask;
 
+		if (s->spans[2 * i] >= s->umem_len) /* a linear slot: nothing to give back */
+			continue;
 		if (s->pieces[i].raw)
 			s->held[s->nheld++] = base;
 		else
@@ -686,7 +813,8 @@ uint32_t axsk_recv_records(struct axsk *s, uint32_t max, struct axsk_record *rec
 	rx_done(s);
 	s->cnt.rx_record_frames += got;
 	s->cnt.rx_records += out;
-	s->cnt.rx_raw_records += s->nheld; /* the previous batch was released above */
+	for (uint32_t i = 0; i < got; i++) /* the previous batch was released above */
+		s->cnt.rx_raw_records += s->pieces[i].raw;
 	return out;
 }
 
@@ -695,21 +823,89 @@ static uint32_t length_at(const void *lens, int width, uint32_t i)
 	return width == 2 ? ((const uint16_t *)lens)[i] : ((const uint32_t *)lens)[i];
 }
 
-/* Checks frame i of a send (axo_cut_plan) and returns its number of pieces,
- * or a negative errno: -EINVAL for a length of 0 or above the frame size of
- * a frame sent whole, axo_cut_plan's errors, -E2BIG for more pieces than
- * one send can ever queue (it would wait forever). */
+/* UMEM frames (descriptors) a frame of len bytes takes. */
+static uint32_t descs_of(const struct axsk *s, uint32_t len)
+{
+	return (len + s->frame_size - 1) / s->frame_size;
+}
+
+/* Checks frame i of a send (axo_cut_plan) and returns the descriptors its
+ * pieces take (one per UMEM frame: a piece longer than one, on a socket
+ * with XDP_USE_SG, takes several), or a negative errno: -EINVAL for a
+ * length of 0 or above max_frame of a frame sent whole, axo_cut_plan's
+ * errors, -E2BIG for more than one send can ever queue (it would wait
+ * forever). */
 static int64_t send_plan(const struct axsk *s, const uint8_t *f, uint32_t len, uint32_t gso,
 			 struct axo_cut *c)
 {
+	uint64_t descs;
 	int err;
 
-	if (!gso && (len == 0 || len > s->frame_size))
+	if (!gso && (len == 0 || len > s->max_frame))
 		return -EINVAL;
-	err = axo_cut_plan(f, len, gso, s->frame_size, c);
+	err = axo_cut_plan(f, len, gso, s->max_frame, c);
 	if (err)
 		return err;
-	return c->pieces > s->tx_cap ? -E2BIG : (int64_t)c->pieces;
+	descs = descs_of(s, axo_piece_len(c, len, c->pieces - 1));
+	if (c->pieces > 1)
+		descs += (uint64_t)(c->pieces - 1) * descs_of(s, axo_piece_len(c, len, 0));
+	return descs > s->tx_cap ? -E2BIG : (int64_t)descs;
+}
+
+/* Queues a frame over UMEM frames from `addr` on, with TX descriptors from
+ * `slot` on, every one but its last flagged XDP_PKT_CONTD: the first `head`
+ * bytes are in frame `addr` already, the len bytes of `body` follow them.
+ * Returns the next slot. */
+static uint32_t send_spread(struct axsk *s, uint32_t idx, uint32_t slot, uint64_t addr,
+			    uint32_t head, const uint8_t *body, uint32_t len)
+{
+	uint32_t used = head, off = 0;
+
+	s->cnt.tx_multi++;
+	for (;;) {
+		struct xdp_desc *d = xsk_ring_prod__tx_desc(&s->tx, idx + slot++);
+		uint32_t chunk = len - off < s->frame_size - used ? len - off : s->frame_size - used;
+
+		memcpy(s->area + addr + used, body + off, chunk);
+		off += chunk;
+		d->addr = addr;
+		d->len = used + chunk;
+		d->options = off < len ? XDP_PKT_CONTD : 0;
+		if (off == len)
+			return slot;
+		addr = s->free[--s->nfree];
+		used = 0;
+	}
+}
+
+/* Writes piece p of the planned cut of f into UMEM frames and their TX
+ * descriptors from `slot` on; returns the next slot. A piece longer than a
+ * UMEM frame (XDP_USE_SG) is spread over several: a cut piece's headers are
+ * written in the first and its payload copied once, from the super-frame,
+ * after them; a frame sent whole is built in the scratch buffer first. */
+static uint32_t send_piece(struct axsk *s, uint32_t idx, uint32_t slot, const uint8_t *f,
+			   uint32_t len, const struct axo_cut *c, uint32_t p)
+{
+	uint32_t plen = axo_piece_len(c, len, p);
+	uint64_t addr = s->free[--s->nfree];
+	const uint8_t *payload;
+	struct xdp_desc *d;
+
+	if (plen <= s->frame_size) {
+		d = xsk_ring_prod__tx_desc(&s->tx, idx + slot);
+		d->addr = addr;
+		d->len = axo_cut_piece(s->area + addr, f, len, c, p);
+		d->options = 0;
+		return slot + 1;
+	}
+	if (c->pieces == 1) {
+		axo_cut_piece(s->scratch, f, len, c, p);
+		return send_spread(s, idx, slot, addr, 0, s->scratch, plen);
+	}
+	axo_piece_headers(s->area + addr, f, c, p);
+	payload = f + c->hlen + p * c->gso;
+	axo_piece_checksums(s->area + addr, payload, c, plen);
+	return send_spread(s, idx, slot, addr, c->hlen, payload, plen - c->hlen);
 }
 
 /* Queues frames laid end to end in `buf` (lengths in `lens`, 16- or 32-bit
@@ -729,15 +925,15 @@ int64_t axsk_send(struct axsk *s, const uint8_t *buf, uint64_t buflen, const voi
 
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t len = length_at(lens, width, i);
-		int64_t pieces;
+		int64_t descs;
 
 		if (len > buflen - off)
 			return -EINVAL;
-		pieces = send_plan(s, buf + off, len, gso ? gso[i] : 0, &c);
-		if (pieces < 0)
-			return pieces;
+		descs = send_plan(s, buf + off, len, gso ? gso[i] : 0, &c);
+		if (descs < 0)
+			return descs;
 		off += len;
-		need += (uint64_t)pieces;
+		need += (uint64_t)descs;
 	}
 	reclaim(s);
 	room = need < s->nfree ? (uint32_t)need : s->nfree;
@@ -748,11 +944,11 @@ int64_t axsk_send(struct axsk *s, const uint8_t *buf, uint64_t buflen, const voi
 	off = 0;
 	for (k = 0; k < n; k++) {
 		uint32_t len = length_at(lens, width, k);
-		int64_t pieces = send_plan(s, buf + off, len, gso ? gso[k] : 0, &c);
+		int64_t descs = send_plan(s, buf + off, len, gso ? gso[k] : 0, &c);
 
-		if (take + pieces > room)
+		if (take + descs > room)
 			break;
-		take += (uint32_t)pieces;
+		take += (uint32_t)descs;
 		off += len;
 	}
 	if (take && xsk_ring_prod__reserve(&s->tx, take, &idx) == take) {
@@ -761,23 +957,17 @@ int64_t axsk_send(struct axsk *s, const uint8_t *buf, uint64_t buflen, const voi
 			uint32_t len = length_at(lens, width, i);
 
 			send_plan(s, buf + off, len, gso ? gso[i] : 0, &c);
-			for (uint32_t p = 0; p < c.pieces; p++, slot++) {
-				struct xdp_desc *d = xsk_ring_prod__tx_desc(&s->tx, idx + slot);
-				uint64_t addr = s->free[--s->nfree];
-
-				d->addr = addr;
-				d->len = axo_cut_piece(s->area + addr, buf + off, len, &c, p);
-				d->options = 0;
-			}
+			for (uint32_t p = 0; p < c.pieces; p++)
+				slot = send_piece(s, idx, slot, buf + off, len, &c, p);
 			if (c.pieces > 1) {
 				s->cnt.tx_gso_frames++;
 				s->cnt.tx_gso_pieces += c.pieces;
 			}
+			s->cnt.tx += c.pieces;
 			off += len;
 		}
 		xsk_ring_prod__submit(&s->tx, take);
 		s->tx_outstanding += take;
-		s->cnt.tx += take;
 	} else {
 		k = 0;
 	}
