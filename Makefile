@@ -21,7 +21,7 @@ test: setup
 # the 2 cores); results land in bench/results/. BENCHES=... picks others.
 BENCHES ?= bench/core_segments.py bench/xsk_rate.py bench/http_bench.py \
 	bench/bulk_bench.py bench/ddos_bench.py bench/workers_bench.py \
-	bench/cpu_bench.py bench/poll_bench.py
+	bench/cpu_bench.py bench/poll_bench.py bench/floor_bench.py
 
 bench: setup
 	$(PY) -m pip install -q --no-build-isolation -e '.[bench]'  # matplotlib for the plots

@@ -71,14 +71,12 @@ from typing import Any
 
 import rounds
 from common import Finished, Load, wrk
-from rounds import POLLS, Bench, Case, Metric, check, ratio
+from rounds import POLL_CONFIGS, Bench, Case, Metric, check, ratio
 from servers import HANDLER_ROUNDS, POOL_ROUNDS, pbkdf2
 
 PORT = 8080
 CONFIGS = ["kernel+uvloop", *(f"aioxdp+uvloop+{poll}" for poll in ("wakeup", "busy",
                                                                       "adaptive"))]
-ALL_CONFIGS = [*rounds.CONFIGS, *(f"aioxdp+{loop}+{poll}" for loop in ("asyncio", "uvloop")
-                                  for poll in POLLS)]
 METRICS = [
     Metric("rps", "req/s", 1.0, "{:,.0f}"),
     Metric("latency_p50", "p50 ms", 1e3, "{:.2f}"),
@@ -196,7 +194,7 @@ BENCH = Bench(
     default_cases=["handler", "pool", "workers", "idle"], default_configs=CONFIGS,
     packets_unit="req", quick=(1, 3, 1), full=(3, 6, 1), add_arguments=add_arguments,
     meta_keys=("connections", "hash_rounds", "pool_rounds"), prepare=prepare,
-    after_stage=after_stage, extra_metrics=EXTRA, all_configs=ALL_CONFIGS,
+    after_stage=after_stage, extra_metrics=EXTRA, all_configs=POLL_CONFIGS,
     plot_absolute=[(EXTRA[0], ["idle", "idle-workers"])], notes=targets,
     server_note="server on core 0 (pool: 2 cores; workers: 1 per core)")
 

@@ -53,14 +53,12 @@ from typing import Any
 
 import rounds
 from common import echo_client_binary, echo_load
-from rounds import POLLS, Bench, Case, Metric, check, ratio
+from rounds import POLL_CONFIGS, Bench, Case, Metric, check, ratio
 
 HTTP_PORT, ECHO_PORT = 8080, 7007
 LEVELS = (25, 50, 100)  # % of saturation
 WORKLOADS = {"echo": ("echo", ECHO_PORT), "http": ("http", HTTP_PORT)}  # servers.py kind, port
 CONFIGS = [f"aioxdp+uvloop+{poll}" for poll in ("busy", "wakeup", "adaptive")]
-ALL_CONFIGS = [*rounds.CONFIGS, *(f"aioxdp+{loop}+{poll}" for loop in ("asyncio", "uvloop")
-                                  for poll in POLLS)]
 CASES = [f"{workload}-{level}" for workload in WORKLOADS for level in ("max", *(
     f"{n}%" for n in LEVELS))]
 METRICS = [
@@ -164,7 +162,7 @@ BENCH = Bench(
     default_cases=CASES, default_configs=CONFIGS, packets_unit="req",
     quick=(1, 2, 1), full=(3, 4, 1), add_arguments=add_arguments,
     meta_keys=("echo_connections", "echo_size", "http_connections"), prepare=prepare,
-    after_stage=after_stage, extra_metrics=EXTRA, all_configs=ALL_CONFIGS,
+    after_stage=after_stage, extra_metrics=EXTRA, all_configs=POLL_CONFIGS,
     plot_absolute=[(EXTRA[1], CASES)], notes=targets,
     derived={"wakeups_per_1k_frames": wakeups_per_1k})
 

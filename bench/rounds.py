@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 
 CONFIGS = ["kernel+asyncio", "kernel+uvloop", "aioxdp+asyncio", "aioxdp+uvloop"]
 POLLS = ("wakeup", "busy", "adaptive")  # aioxdp's poll modes (Settings.poll)
+# every configuration with a poll mode too ("aioxdp+uvloop+busy"), for --configs
+POLL_CONFIGS = [*CONFIGS, *(f"aioxdp+{loop}+{poll}" for loop in ("asyncio", "uvloop")
+                            for poll in POLLS)]
 
 
 def parse_config(config: str) -> tuple[str, str, str | None]:

@@ -86,3 +86,27 @@ async def peer_server(topo: Topology, source: str, port: int,
     proc.kill()
     _out, err = await proc.communicate()
     raise AssertionError(f"peer server on port {port} did not start: {err.decode()}")
+
+
+# A kernel client in the peer namespace that reads a stream to its end and prints
+# "<bytes> <sha256>" (argv: address, port)
+HASHING_READER = """
+import hashlib, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+h, n = hashlib.sha256(), 0
+while data := s.recv(1 << 16):
+    h.update(data)
+    n += len(data)
+print(n, h.hexdigest())
+"""
+
+
+class Held(asyncio.Protocol):
+    """Hands its transport to the test, which writes."""
+
+    def __init__(self, accepted: asyncio.Queue[asyncio.Transport]) -> None:
+        self.accepted = accepted
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.accepted.put_nowait(transport)

@@ -14,7 +14,7 @@ import pytest
 
 from aioxdp.topology import Topology
 
-from .stackhelpers import peer_python, run_on_stack
+from .stackhelpers import HASHING_READER, Held, peer_python, run_on_stack
 
 pytestmark = pytest.mark.netns
 
@@ -22,15 +22,7 @@ PORT = 7000
 SIZE = 8 << 20
 JUMBO_MTU = 9000
 
-READER = """
-import hashlib, socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-h, n = hashlib.sha256(), 0
-while data := s.recv(1 << 16):
-    h.update(data)
-    n += len(data)
-print(n, h.hexdigest())
-"""
+READER = HASHING_READER
 
 WRITER = """
 import socket, sys
@@ -39,17 +31,6 @@ s.sendall(sys.stdin.buffer.read())
 s.shutdown(socket.SHUT_WR)
 s.recv(1)  # until the server closes: everything was read
 """
-
-
-class Held(asyncio.Protocol):
-    """Hands its transport to the test, which writes."""
-
-    def __init__(self, accepted: asyncio.Queue[asyncio.Transport]) -> None:
-        self.accepted = accepted
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.accepted.put_nowait(transport)
 
 
 class Sink(asyncio.Protocol):

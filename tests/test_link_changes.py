@@ -14,6 +14,7 @@ import random
 import select
 import socket
 from array import array
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from aioxdp.tcp import wire
 from aioxdp.tcp.segment import ACK, SYN, Segment
 from aioxdp.topology import Topology
 
-from .stackhelpers import BASE_LOOPS, peer_python, run_on_stack
+from .stackhelpers import BASE_LOOPS, HASHING_READER, Held, peer_python, run_on_stack
 from .test_protect import capture
 
 pytestmark = pytest.mark.netns
@@ -32,26 +33,24 @@ PORT = 7000
 SIZE = 4 << 20
 SMALL_MTU = 1280
 
-READER = """
-import hashlib, socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-h, n = hashlib.sha256(), 0
-while data := s.recv(1 << 16):
-    h.update(data)
-    n += len(data)
-print(n, h.hexdigest())
-"""
+READER = HASHING_READER
 
 
-class Held(asyncio.Protocol):
-    """Hands its transport to the test, which writes."""
-
-    def __init__(self, accepted: asyncio.Queue[asyncio.Transport]) -> None:
-        self.accepted = accepted
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.accepted.put_nowait(transport)
+async def one_reader(t: Topology) -> tuple[Any, asyncio.AbstractServer,
+                                           asyncio.Queue[asyncio.Transport],
+                                           asyncio.Future[Any], asyncio.Transport, Any]:
+    """A server on the stack that hands its connections to the test, and READER in
+    the peer namespace connected to it: (the stack, the server, the queue later
+    connections come in, the reader's run, the server side's transport, its
+    connection in the core)."""
+    loop = asyncio.get_running_loop()
+    stack = loop._stack()  # type: ignore[attr-defined]
+    accepted: asyncio.Queue[asyncio.Transport] = asyncio.Queue()
+    server = await loop.create_server(lambda: Held(accepted), t.server_ip, PORT)
+    reader = asyncio.ensure_future(peer_python(t, READER, t.server_ip, str(PORT)))
+    transport = await asyncio.wait_for(accepted.get(), 30)
+    (conn,) = stack.table.connections.values()
+    return stack, server, accepted, reader, transport, conn
 
 
 def set_mtu(t: Topology, ns: str, dev: str, mtu: int) -> None:
@@ -102,13 +101,7 @@ def test_lowering_the_mtu_mid_transfer_neither_wedges_nor_corrupts(
     blob = random.Random(13).randbytes(SIZE)
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stack = loop._stack()  # type: ignore[attr-defined]
-        accepted: asyncio.Queue[asyncio.Transport] = asyncio.Queue()
-        server = await loop.create_server(lambda: Held(accepted), t.server_ip, PORT)
-        reader = asyncio.ensure_future(peer_python(t, READER, t.server_ip, str(PORT)))
-        transport = await asyncio.wait_for(accepted.get(), 30)
-        (conn,) = stack.table.connections.values()
+        stack, server, accepted, reader, transport, conn = await one_reader(t)
         assert conn.mss == 1460 and stack.mtu == 1500
         transport.write(blob[:SIZE // 2])
         while (conn.snd_una - conn.iss) & 0xFFFFFFFF < SIZE // 4:
@@ -188,15 +181,9 @@ def test_link_flap_mid_transfer_keeps_the_connection(topology: Topology, side: s
     ns, dev = (t.server_ns, t.server_if) if side == "server" else (t.client_ns, t.client_if)
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stack = loop._stack()  # type: ignore[attr-defined]
+        stack, server, _accepted, reader, transport, conn = await one_reader(t)
         assert stack.stats()["link"] == {"up": True, "downs": 0, "addresses_added": 0,
                                          "addresses_removed": 0}
-        accepted: asyncio.Queue[asyncio.Transport] = asyncio.Queue()
-        server = await loop.create_server(lambda: Held(accepted), t.server_ip, PORT)
-        reader = asyncio.ensure_future(peer_python(t, READER, t.server_ip, str(PORT)))
-        transport = await asyncio.wait_for(accepted.get(), 30)
-        (conn,) = stack.table.connections.values()
         transport.write(blob[:SIZE // 4])
         while (conn.snd_una - conn.iss - 1) & 0xFFFFFFFF < SIZE // 4:
             await asyncio.sleep(0.001)
@@ -407,13 +394,7 @@ def test_raising_the_mtu_leaves_existing_connections_at_their_lowered_mss(
     data = random.Random(3).randbytes(256 << 10)
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stack = loop._stack()  # type: ignore[attr-defined]
-        accepted: asyncio.Queue[asyncio.Transport] = asyncio.Queue()
-        server = await loop.create_server(lambda: Held(accepted), t.server_ip, PORT)
-        reader = asyncio.ensure_future(peer_python(t, READER, t.server_ip, str(PORT)))
-        old = await asyncio.wait_for(accepted.get(), 30)
-        (conn,) = stack.table.connections.values()
+        stack, server, accepted, reader, old, conn = await one_reader(t)
         assert conn.mss == 1460
         for mtu in (SMALL_MTU, 1500):
             for ns, dev in ((t.client_ns, t.client_if), (t.server_ns, t.server_if)):
