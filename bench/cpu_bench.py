@@ -71,19 +71,13 @@ from typing import Any
 
 import rounds
 from common import Finished, Load, wrk
-from rounds import POLL_CONFIGS, Bench, Case, Metric, check, ratio
+from rounds import POLL_CONFIGS, Bench, Case, Metric, check, ratio, request_metrics
 from servers import HANDLER_ROUNDS, POOL_ROUNDS, pbkdf2
 
 PORT = 8080
 CONFIGS = ["kernel+uvloop", *(f"aioxdp+uvloop+{poll}" for poll in ("wakeup", "busy",
                                                                       "adaptive"))]
-METRICS = [
-    Metric("rps", "req/s", 1.0, "{:,.0f}"),
-    Metric("latency_p50", "p50 ms", 1e3, "{:.2f}"),
-    Metric("latency_p99", "p99 ms", 1e3, "{:.2f}"),
-    Metric("server_cpu_per_1k", "server CPU-s / 1k req", 1.0, "{:.4f}"),
-    Metric("machine_cpu_per_1k", "machine CPU-s / 1k req", 1.0, "{:.4f}"),
-]
+METRICS = request_metrics("{:.2f}")
 EXTRA = [Metric("server_cpu_share", "server CPU (% of a core)", 100.0, "{:.2f}")]
 
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import rounds
 from common import echo_client_binary, echo_load
-from rounds import POLL_CONFIGS, Bench, Case, Metric, check, ratio
+from rounds import POLL_CONFIGS, Bench, Case, Metric, check, ratio, request_metrics
 
 HTTP_PORT, ECHO_PORT = 8080, 7007
 LEVELS = (25, 50, 100)  # % of saturation
@@ -61,13 +61,7 @@ WORKLOADS = {"echo": ("echo", ECHO_PORT), "http": ("http", HTTP_PORT)}  # server
 CONFIGS = [f"aioxdp+uvloop+{poll}" for poll in ("busy", "wakeup", "adaptive")]
 CASES = [f"{workload}-{level}" for workload in WORKLOADS for level in ("max", *(
     f"{n}%" for n in LEVELS))]
-METRICS = [
-    Metric("rps", "req/s", 1.0, "{:,.0f}"),
-    Metric("latency_p50", "p50 ms", 1e3, "{:.3f}"),
-    Metric("latency_p99", "p99 ms", 1e3, "{:.3f}"),
-    Metric("server_cpu_per_1k", "server CPU-s / 1k req", 1.0, "{:.4f}"),
-    Metric("machine_cpu_per_1k", "machine CPU-s / 1k req", 1.0, "{:.4f}"),
-]
+METRICS = request_metrics("{:.3f}")
 EXTRA = [Metric("offered_rps", "offered req/s", 1.0, "{:,.0f}"),
          Metric("server_cpu_share", "server CPU (% of a core)", 100.0, "{:.1f}"),
          Metric("wakeups_per_1k_frames", "wake-ups / 1k frames", 1.0, "{:.1f}")]

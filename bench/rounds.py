@@ -98,6 +98,18 @@ class Metric:
         return self.fmt.format(value * self.scale)
 
 
+
+def request_metrics(latency_format: str) -> list[Metric]:
+    """Per-request metrics of a request/response load: rate, p50 and p99 latency
+    (shown with ``latency_format``), the server's and the machine's CPU."""
+    return [
+        Metric("rps", "req/s", 1.0, "{:,.0f}"),
+        Metric("latency_p50", "p50 ms", 1e3, latency_format),
+        Metric("latency_p99", "p99 ms", 1e3, latency_format),
+        Metric("server_cpu_per_1k", "server CPU-s / 1k req", 1.0, "{:.4f}"),
+        Metric("machine_cpu_per_1k", "machine CPU-s / 1k req", 1.0, "{:.4f}"),
+    ]
+
 @dataclass
 class Bench:
     """What one benchmark script measures; everything else is this module's."""
