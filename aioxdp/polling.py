@@ -49,7 +49,7 @@ COST_WEIGHT: Final = 1 / 16
 
 @dataclass
 class PollStats:
-    """What the loop did waiting for frames, in every mode (NetStack.stats "poll").
+    """What the loop did waiting for frames, in every mode (NetStack.stats "polling").
 
     polls: looks at the RX ring made by polling (busy, adaptive while polling);
     wakeups: times the selector woke the loop because the fd was readable;
