@@ -45,6 +45,9 @@ logger = logging.getLogger("aioxdp")
 STATS_DIR = Path(os.environ.get("AIOXDP_RUN_DIR", "/run/aioxdp"))
 MAX_REPLY = 16 * 1024 * 1024  # a stats document is a few KiB; anything this big is not ours
 METRICS_REQUEST_LIMIT = 8192  # bytes of HTTP request head the metrics endpoint accepts
+# A socket younger than this is left alone by the sweep of stale ones: it may be one that
+# another process has bound and is about to listen on.
+STALE_AFTER = 10.0
 
 Snapshot = dict[str, Any]
 
@@ -153,6 +156,9 @@ class StatsServer:
             return False
         try:
             STATS_DIR.mkdir(parents=True, exist_ok=True)
+            swept = sweep_stale()
+            if swept:
+                logger.info("removed %d stats sockets of stacks that are gone", swept)
             if self.path.exists():
                 if _answers(self.path):
                     logger.warning("%s is served by another live process: no stats socket "
@@ -202,6 +208,25 @@ class _SnapshotProtocol(asyncio.Protocol):
             body = json.dumps({"pid": os.getpid(), "error": repr(exc)}).encode() + b"\n"
         transport.write(body)  # type: ignore[attr-defined]
         transport.close()
+
+
+def sweep_stale(now: float | None = None) -> int:
+    """Remove the sockets in STATS_DIR that nothing listens on any more, older than
+    STALE_AFTER; returns how many. A stack ended by SIGKILL leaves its socket, and so
+    does one whose process a signal ends while its loop still runs (uvicorn raises
+    SIGTERM again after its graceful shutdown, inside the loop): every new stack
+    sweeps them, as it releases the ports a killed one left reserved."""
+    now = time.time() if now is None else now
+    removed = 0
+    for path in STATS_DIR.glob("*.sock"):
+        try:
+            if now - path.stat().st_mtime < STALE_AFTER or _answers(path):
+                continue
+            path.unlink()
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        removed += 1
+    return removed
 
 
 def _answers(path: Path) -> bool:

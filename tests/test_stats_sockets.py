@@ -7,9 +7,11 @@ import asyncio
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +62,11 @@ ECHO_ONCE = """
     s.sendall(b"ping")
     assert s.recv(4) == b"ping"
     print("ok")
+"""
+
+CONNECT_ONCE = """
+    import socket, sys
+    socket.create_connection((sys.argv[1], 8000), timeout=10).close()
 """
 
 
@@ -144,3 +151,37 @@ def test_stats_socket_of_aioxdp_run_and_its_opt_out(topology: Topology, stats: b
     path, served = run_on_stack(topology, main, stats=stats)
     assert served is stats
     assert not path.exists()  # removed when the loop closed
+
+
+def test_a_new_stack_sweeps_stats_sockets_nothing_listens_on(topology: Topology) -> None:
+    """Sockets left by stacks that are gone (SIGKILL, or a signal raised inside a running
+    loop, as uvicorn does after its graceful shutdown) are removed by the next stack;
+    a live one, and one too young to tell from a socket being set up, stay."""
+    stats_dir = statsserver.STATS_DIR
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"axsweep{os.getpid()}"
+    dead, young, live = (stats_dir / f"{tag}{n}-0@1.sock" for n in ("d", "y", "l"))
+    for path in (dead, young):  # bound and closed: the file stays, nobody listens
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.bind(str(path))
+    old = time.time() - 2 * statsserver.STALE_AFTER
+    os.utime(dead, (old, old))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(live))
+        listener.listen(1)
+        os.utime(live, (old, old))
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(asyncio.Protocol, topology.server_ip, PORT)
+            async with server:  # one connection, so that the stack is seen in use
+                await peer_python(topology, CONNECT_ONCE, topology.server_ip)
+
+        run_on_stack(topology, main)
+        assert not dead.exists()
+        assert young.exists() and live.exists()
+    finally:
+        listener.close()
+        for path in (dead, young, live):
+            path.unlink(missing_ok=True)
