@@ -54,7 +54,10 @@ class PollStats:
     polls: looks at the RX ring made by polling (busy, adaptive while polling);
     wakeups: times the selector woke the loop because the fd was readable;
     batches: polls or wake-ups that brought frames; empty_polls: polls that did not;
-    sleeps: times adaptive mode went back to sleeping in the selector.
+    sleeps: times adaptive mode went back to sleeping in the selector;
+    timers: times the stack's loop timer fired; early_timers: of those, the times
+    the loop's clock was still short of the deadline it was armed for (a
+    wake-up for nothing: NetStack._arm_timer).
     """
 
     polls: int = 0
@@ -62,6 +65,8 @@ class PollStats:
     batches: int = 0
     empty_polls: int = 0
     sleeps: int = 0
+    timers: int = 0
+    early_timers: int = 0
 
 
 class AdaptivePoll:

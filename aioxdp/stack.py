@@ -29,7 +29,7 @@ import socket
 from array import array
 from collections.abc import Callable, Sequence
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from . import kernel
 from ._xsk import MAX_DESCS, XdpProgram, XskSocket
@@ -128,6 +128,18 @@ class _Opening:
                  protocol_factory: Callable[[], asyncio.BaseProtocol]) -> None:
         self.future = future
         self.protocol_factory = protocol_factory
+
+
+# How late the loop timer fires after the core's earliest deadline. uvloop's clock
+# counts whole milliseconds and rounds a timer's delay to the nearest one (below
+# half a millisecond: call_soon), so a timer armed at the deadline itself fired up
+# to 0.5 ms early by loop.time(): the core found nothing due, the timer was armed
+# again within the same millisecond and ran at once, and the loop spun until its
+# clock moved on (with a ProcessPoolExecutor's requests taking milliseconds, 15
+# early firings per request and twice the loop's CPU: bench/cpu_bench.py's pool
+# case). A millisecond late is nothing to TCP's timers (the shortest is the 40 ms
+# delayed ACK; Linux counts them in jiffies of 1-4 ms).
+TIMER_SLACK: Final = 0.001
 
 
 class NetStack:
@@ -389,9 +401,14 @@ class NetStack:
         self._arm_timer()
 
     def _on_timer(self) -> None:
+        now = self.loop.time()
+        stats = self.poll_stats
+        stats.timers += 1
+        if self._timer_deadline is not None and now < self._timer_deadline:
+            stats.early_timers += 1
         self._timer = None
         self._timer_deadline = None
-        self.table.handle_timer(now=self.loop.time())
+        self.table.handle_timer(now=now)
         self._service()
 
     def _arm_timer(self) -> None:
@@ -400,7 +417,10 @@ class NetStack:
         Deadlines mostly move later (every ACK restarts the retransmission
         timer), so a timer already armed at or before the new deadline is
         kept: when it fires early, the core has nothing due and we re-arm.
-        That spares the loop a cancelled handle per iteration."""
+        That spares the loop a cancelled handle per iteration.
+
+        The loop timer is armed TIMER_SLACK after the deadline, so that the loop's
+        clock has passed the deadline when it fires (TIMER_SLACK's comment)."""
         deadline = self.table.get_timer_bound()  # early at worst: see its docstring
         if deadline is None:
             return
@@ -410,7 +430,7 @@ class NetStack:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_deadline = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
+        self._timer = self.loop.call_at(deadline + TIMER_SLACK, self._on_timer)
 
     def _flush(self) -> None:
         """Core output -> frames -> TX ring, one batch at a time."""

@@ -649,8 +649,10 @@ def measure(server: Server, load: Callable[[], tuple[Load, Finished]]) -> dict[s
     """
     packets0 = link_packets(server.topo)
     idle0, server0, wall0 = cpu_idle(), server.cpu(), time.monotonic()
+    loop0 = process_cpu(server.pid)
     result, finished = load()
     idle1, server1, wall1 = cpu_idle(), server.cpu(), time.monotonic()
+    loop1 = process_cpu(server.pid)
     packets1 = link_packets(server.topo)
     wall = wall1 - wall0
     cores = len(idle0) - 1
@@ -670,6 +672,8 @@ def measure(server: Server, load: Callable[[], tuple[Load, Finished]]) -> dict[s
         "server_cpu": server1 - server0,
         "machine_cpu": busy["all"],
         "server_cpu_per_1k": (server1 - server0) / kilo,
+        # the server's own process (its loop), without a pool's or workers' processes
+        "loop_cpu_per_1k": (loop1 - loop0) / kilo,
         "machine_cpu_per_1k": busy["all"] / kilo,
         "server_core_cpu_per_1k": busy[f"cpu{SERVER_CPU}"] / kilo,
         "core_busy": {name: busy[name] / wall for name in busy if name != "all"},

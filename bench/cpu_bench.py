@@ -78,7 +78,8 @@ PORT = 8080
 CONFIGS = ["kernel+uvloop", *(f"aioxdp+uvloop+{poll}" for poll in ("wakeup", "busy",
                                                                       "adaptive"))]
 METRICS = request_metrics("{:.2f}")
-EXTRA = [Metric("server_cpu_share", "server CPU (% of a core)", 100.0, "{:.2f}")]
+EXTRA = [Metric("server_cpu_share", "server CPU (% of a core)", 100.0, "{:.2f}"),
+         Metric("loop_cpu_per_1k", "loop process CPU-s / 1k req", 1.0, "{:.4f}")]
 
 
 def cases(args: argparse.Namespace) -> dict[str, Case]:

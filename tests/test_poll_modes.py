@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from aioxdp.tcp.tcb import QUICKACK_SEGMENTS
 from aioxdp.topology import Topology
 
 from .stackhelpers import peer, peer_python, run_on_stack
@@ -127,3 +128,33 @@ def test_adaptive_with_sparse_traffic_stays_asleep(topology: Topology) -> None:
     assert polling["budget_us"] == 0
     assert polling["asleep"]
     assert polling["polls"] <= 1, polling
+
+
+class SlowEcho(Echo):
+    """Answers 45 ms late: once the connection's quick ACKs are used up, the stack's 40 ms
+    delayed ACK expires before every answer."""
+
+    def data_received(self, data: bytes) -> None:
+        asyncio.get_running_loop().call_later(0.045, self.transport.write, data)
+
+
+@pytest.mark.parametrize("base", ["asyncio", "uvloop"])
+def test_loop_timer_fires_only_when_something_is_due(topology: Topology, base: str) -> None:
+    """The loop's clock must have reached the deadline its timer was armed for when the
+    timer fires. uvloop's counts whole milliseconds and rounds delays: a timer armed at
+    the deadline itself fired early, found nothing due and was armed again at once,
+    dozens of times per expiry (stack.TIMER_SLACK)."""
+    rounds = QUICKACK_SEGMENTS + 20
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(SlowEcho, topology.server_ip, PORT)
+        async with server:
+            _, out, _ = await peer_python(topology, CLIENT, topology.server_ip, str(PORT),
+                                          str(rounds))
+            assert int(out) == 0
+            return loop.xdp_stack.stats()["polling"]  # type: ignore[attr-defined,no-any-return]
+
+    polling = run_on_stack(topology, main, loop=base)
+    assert polling["timers"] >= rounds - QUICKACK_SEGMENTS, polling  # the delayed ACKs
+    assert polling["early_timers"] == 0, polling
