@@ -388,6 +388,8 @@ def plot(bench: Bench, summary: dict[str, dict[str, Any]], meta: dict[str, Any],
                           for name, by_config in summary.items()
                           for config, values in by_config.items()}
     for metric, cases in bench.plot_absolute:
+        if not any(name in summary for name in cases):
+            continue  # none of its cases in this run (--cases): no empty panel
         ylabel = metric.label
         linear.add(ylabel)
         panels.append((ylabel, {name: {config: values[metric.key] * metric.scale
