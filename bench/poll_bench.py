@@ -38,7 +38,9 @@ its CPU at 25 % within 1.2x wakeup's), and what the loop counted about its
 polling (``polling`` in each run's server report: wake-ups, polls, empty
 polls, kicks per 1k frames; the table shows wake-ups per 1k frames). A paced
 run that served under 97 % of its offered rate is flagged. kernel+uvloop
-can be added to --configs as a reference. Output:
+runs too, as the reference for what a request costs at each load (its
+per-request CPU barely rises at part load; the bypass stack's does, by its
+cost per batch). Output:
 bench/results/poll_bench.{json,md,png} (--output); the harness is
 bench/rounds.py's.
 """
@@ -58,7 +60,8 @@ from rounds import POLL_CONFIGS, Bench, Case, Metric, check, ratio, request_metr
 HTTP_PORT, ECHO_PORT = 8080, 7007
 LEVELS = (25, 50, 100)  # % of saturation
 WORKLOADS = {"echo": ("echo", ECHO_PORT), "http": ("http", HTTP_PORT)}  # servers.py kind, port
-CONFIGS = [f"aioxdp+uvloop+{poll}" for poll in ("busy", "wakeup", "adaptive")]
+CONFIGS = [*(f"aioxdp+uvloop+{poll}" for poll in ("busy", "wakeup", "adaptive")),
+           "kernel+uvloop"]
 CASES = [f"{workload}-{level}" for workload in WORKLOADS for level in ("max", *(
     f"{n}%" for n in LEVELS))]
 METRICS = request_metrics("{:.3f}")
