@@ -672,7 +672,8 @@ def measure(server: Server, load: Callable[[], tuple[Load, Finished]]) -> dict[s
         "server_cpu": server1 - server0,
         "machine_cpu": busy["all"],
         "server_cpu_per_1k": (server1 - server0) / kilo,
-        # the server's own process (its loop), without a pool's or workers' processes
+        # the server's own process (its loop), without a pool's processes; with
+        # --workers the watching parent's, which runs no loop (about 0)
         "loop_cpu_per_1k": (loop1 - loop0) / kilo,
         "machine_cpu_per_1k": busy["all"] / kilo,
         "server_core_cpu_per_1k": busy[f"cpu{SERVER_CPU}"] / kilo,

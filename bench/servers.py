@@ -341,7 +341,8 @@ def poll_report(stack: Any) -> dict[str, Any]:
         stats = stack.stats()
     except Exception as exc:  # noqa: BLE001 (a report, not a reason to fail the run)
         return {"stats_error": f"{type(exc).__name__}: {exc}"}
-    return {key: stats[key] for key in ("poll", "loop", "polling", "wakeups") if key in stats}
+    return {key: stats[key] for key in ("poll", "loop", "polling", "wakeups", "tx_stalls")
+            if key in stats}
 
 
 # -- --workers N: N processes watched by this one -----------------------------------------------
