@@ -80,10 +80,10 @@ class AdaptivePoll:
     """The adaptive mode's decisions; time is passed in (seconds, a clock with µs
     resolution: not uvloop's ``loop.time()``, which counts whole milliseconds)."""
 
-    def __init__(self, wake_cost: float, now: float, seed: int = 0) -> None:
+    def __init__(self, wake_cost: float, now: float) -> None:
         if wake_cost < 0:
             raise ValueError("wake_cost must not be negative")
-        self._rng = random.Random(seed)  # which gaps are sampled: deterministic per seed
+        self._rng = random.Random(0)  # which gaps are sampled: the same in every run
         self._skip = 0  # batches until the next sampled gap
         self.wake_cost = wake_cost
         self.budgets = tuple(share * wake_cost for share in BUDGET_SHARES)

@@ -136,7 +136,7 @@ class _Opening:
 # to 0.5 ms early by loop.time(): the core found nothing due, the timer was armed
 # again within the same millisecond and ran at once, and the loop spun until its
 # clock moved on (with a ProcessPoolExecutor's requests taking milliseconds, 15
-# early firings per request and twice the loop's CPU: bench/cpu_bench.py's pool
+# early firings per request and 1.5x the loop's CPU: bench/cpu_bench.py's pool
 # case). A millisecond late is nothing to TCP's timers (the shortest is the 40 ms
 # delayed ACK; Linux counts them in jiffies of 1-4 ms).
 TIMER_SLACK: Final = 0.001
